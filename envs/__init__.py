@@ -1,0 +1,18 @@
+"""Built-in environments (`turngym.envs`): importing this registers their ids, lazily (no env module
+is imported until `make`)."""
+
+from turngym.registry import register
+
+register(
+    "turngym/KeyDoor-v0",
+    "turngym.envs.keydoor:KeyDoorEnv",
+    max_episode_steps=8,
+    description="Pick up the right coloured key and open the door the task names (5 colours).",
+)
+register(
+    "turngym/KeyDoorHard-v0",
+    "turngym.envs.keydoor:KeyDoorEnv",
+    max_episode_steps=8,
+    kwargs={"num_colors": 8},
+    description="KeyDoor with 8 colours: a random agent succeeds about 1 time in 8.",
+)

@@ -1,0 +1,58 @@
+"""Shared test fixtures: a generic, injectable chain env."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from turngym import TextEnv, parse_reset_options
+
+
+class ChainEnv(TextEnv):
+    """States 0..length-1 in a line; `right` moves on, `left` moves back, reaching the end pays 1.
+
+    Small and fully known, for tests of the rollout engine, eval and (later) critics."""
+
+    def __init__(self, length: int = 3, render_mode: str | None = None) -> None:
+        super().__init__(render_mode=render_mode)
+        self.length = length
+        self.position = 0
+
+    @property
+    def instructions(self) -> str:
+        return "Walk to the end of the chain. Reply `left` or `right`."
+
+    def task_ids(self, split: str = "train") -> list[str]:
+        return [f"chain-{self.length}"]
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        parse_reset_options(options)
+        self.position = int(self.np_random.integers(0, self.length - 1))
+        return self._obs(), {"task": "reach the end", "task_id": f"chain-{self.length}", "task_type": "chain"}
+
+    def _obs(self) -> str:
+        return f"You are at {self.position} of {self.length - 1}."
+
+    def step(self, action: str):
+        action = action.strip().lower()
+        valid = action in ("left", "right")
+        if action == "right":
+            self.position += 1
+        elif action == "left":
+            self.position = max(0, self.position - 1)
+        done = self.position == self.length - 1
+        info = {"valid_action": valid, "success": done, "admissible_actions": ["left", "right"]}
+        return self._obs(), float(done), done, False, info
+
+    def admissible_actions(self) -> list[str]:
+        return ["left", "right"]
+
+    def expert_action(self) -> str:
+        return "right"
+
+
+@pytest.fixture
+def chain_env_factory():
+    return lambda: ChainEnv(length=4)

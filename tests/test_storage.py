@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import turngym
+from turngym.agents import ExpertAgent, RandomAgent
+from turngym.storage import JsonlWriter, atomic_write_text, iter_jsonl
+
+
+@pytest.fixture
+def trajectories():
+    return turngym.rollout("turngym/KeyDoor-v0", RandomAgent(), 5)
+
+
+def test_jsonl_round_trip(tmp_path, trajectories):
+    path = tmp_path / "t.jsonl"
+    turngym.write_trajectories(path, trajectories)
+    loaded = turngym.read_trajectories(path)
+    assert [t.to_messages() for t in loaded] == [t.to_messages() for t in trajectories]
+    assert [(t.seed, t.success, t.total_reward, t.task_id) for t in loaded] == [
+        (t.seed, t.success, t.total_reward, t.task_id) for t in trajectories
+    ]
+    # state_key tuples come back as lists: JSON has no tuples
+    assert loaded[0].turns[0].info["state_key"] == json.loads(
+        json.dumps(trajectories[0].turns[0].info["state_key"])
+    )
+
+
+def test_truncated_last_line_is_skipped_with_a_warning(tmp_path, trajectories):
+    path = tmp_path / "t.jsonl"
+    turngym.write_trajectories(path, trajectories)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 40])  # a crash in the middle of the last record
+    with pytest.warns(UserWarning, match="truncated last line"):
+        loaded = turngym.read_trajectories(path)
+    assert len(loaded) == len(trajectories) - 1
+
+
+def test_writer_drops_a_partial_line_before_appending(tmp_path, trajectories):
+    path = tmp_path / "t.jsonl"
+    turngym.write_trajectories(path, trajectories[:2])
+    with open(path, "ab") as f:
+        f.write(b'{"env_id": "cut of')
+    with pytest.warns(UserWarning, match="partial last line"), JsonlWriter(path) as writer:
+        writer.write(trajectories[2])
+    assert [t.seed for t in turngym.read_trajectories(path)] == [t.seed for t in trajectories[:3]]
+
+
+def test_corrupt_middle_line_is_an_error(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"a": 1}\n{oops\n{"a": 2}\n')
+    with pytest.raises(ValueError, match=":2: corrupt JSON line"):
+        list(iter_jsonl(path))
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    path = tmp_path / "sub" / "r.json"
+    atomic_write_text(path, "old")
+    atomic_write_text(path, "new")
+    assert path.read_text() == "new"
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]  # no temp files left
+
+
+def test_to_dataset_conversational_format():
+    pytest.importorskip("datasets")
+    trajectories = turngym.rollout("turngym/KeyDoor-v0", ExpertAgent(), 4)
+    dataset = turngym.to_dataset(trajectories)
+    assert len(dataset) == 4
+    assert dataset[0]["messages"] == trajectories[0].to_messages()
+    assert set(dataset.column_names) >= {"messages", "success", "total_reward", "env_id", "task_id"}
+    assert all(dataset["success"])

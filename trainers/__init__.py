@@ -1,0 +1,1 @@
+"""Trainers (`turngym.trainers`): one file per algorithm, each with one config dataclass."""

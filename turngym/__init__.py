@@ -1,0 +1,50 @@
+"""TurnGym: Gymnasium-compatible text environments, batched rollouts and trainers for multi-turn LLM agents."""
+
+import turngym.agents
+import turngym.envs  # noqa: F401  (registers the built-in env ids)
+from turngym.core import SPLITS, ResetOptions, StepInfo, TextEnv, parse_reset_options, text_space
+from turngym.env_checker import check_env
+from turngym.errors import ConfigError, MissingDependencyError, TurnGymError, UnknownEnvError
+from turngym.eval import EvalResult, evaluate, summarize, wilson_interval
+from turngym.prompts import build_conversation, parse_react_action
+from turngym.registry import list_envs, make, register, spec
+from turngym.rollout import Agent, LiveEpisode, rollout
+from turngym.storage import JsonlWriter, read_trajectories, write_trajectories
+from turngym.types import Conversation, Message, Trajectory, Turn, to_dataset
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SPLITS",
+    "Agent",
+    "ConfigError",
+    "Conversation",
+    "EvalResult",
+    "JsonlWriter",
+    "LiveEpisode",
+    "Message",
+    "MissingDependencyError",
+    "ResetOptions",
+    "StepInfo",
+    "TextEnv",
+    "Trajectory",
+    "Turn",
+    "TurnGymError",
+    "UnknownEnvError",
+    "build_conversation",
+    "check_env",
+    "evaluate",
+    "list_envs",
+    "make",
+    "parse_react_action",
+    "parse_reset_options",
+    "read_trajectories",
+    "register",
+    "rollout",
+    "spec",
+    "summarize",
+    "text_space",
+    "to_dataset",
+    "wilson_interval",
+    "write_trajectories",
+]

@@ -1,0 +1,155 @@
+"""The `turngym` command line: list, play, eval, demo."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import turngym
+from turngym.errors import TurnGymError
+from turngym.eval import EvalResult
+
+app = typer.Typer(
+    name="turngym",
+    help="Train and evaluate multi-turn LLM agents on text environments.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+DEMO_ENV = "turngym/KeyDoor-v0"
+
+
+def _fail(message: str) -> typer.Exit:
+    """Print a one-line error and exit with code 2 (the code typer uses for bad usage)."""
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=2)
+
+
+@app.command("list")
+def list_command() -> None:
+    """List the registered environment ids."""
+    table = Table("id", "description", "max turns")
+    for env_id, description in turngym.list_envs().items():
+        table.add_row(env_id, description, str(turngym.spec(env_id).max_episode_steps or "-"))
+    console.print(table)
+
+
+@app.command()
+def play(
+    env_id: Annotated[str, typer.Argument(help="Env id, e.g. turngym/KeyDoor-v0.")],
+    seed: Annotated[int, typer.Option(help="Episode seed.")] = 0,
+    split: Annotated[str, typer.Option(help="Task split: train or test.")] = "train",
+    task_id: Annotated[str | None, typer.Option(help="Replay this exact task.")] = None,
+) -> None:
+    """Play an environment yourself in the terminal (type `quit` to stop)."""
+    try:
+        env = turngym.make(env_id)
+        options = {"split": split, **({"task_id": task_id} if task_id else {})}
+        observation, info = env.reset(seed=seed, options=options)
+    except (TurnGymError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    console.rule(env_id)
+    console.print(env.get_wrapper_attr("instructions"), highlight=False)
+    total = 0.0
+    turn = 0
+    while True:
+        console.rule(f"turn {turn}")
+        console.print(observation, highlight=False)
+        if info.get("admissible_actions"):
+            console.print(f"[dim]valid actions: {' | '.join(info['admissible_actions'])}[/]", highlight=False)
+        try:
+            action = input("> ")
+        except EOFError:
+            break
+        if action.strip().lower() in ("quit", "exit"):
+            break
+        observation, reward, terminated, truncated, info = env.step(action)
+        total += float(reward)
+        turn += 1
+        if terminated or truncated:
+            console.print(observation, highlight=False)
+            outcome = "success" if info.get("success") else ("out of turns" if truncated else "failed")
+            console.print(f"[bold]Episode over after {turn} turns: {outcome}, reward {total:g}[/]")
+            break
+    env.close()
+
+
+@app.command("eval")
+def eval_command(
+    env_id: Annotated[str, typer.Argument(help="Env id, e.g. turngym/KeyDoor-v0.")],
+    agent: Annotated[str, typer.Option(help="Agent: expert or random.")] = "random",
+    episodes: Annotated[int, typer.Option(min=1, help="Number of evaluation episodes.")] = 100,
+    batch_size: Annotated[int, typer.Option(min=1, help="Episodes played at once.")] = 16,
+    split: Annotated[str, typer.Option(help="Task split: test (held out, default) or train.")] = "test",
+    seed: Annotated[int, typer.Option(help="Episode i uses seed + i.")] = 0,
+    max_turns: Annotated[int | None, typer.Option(min=1, help="Turn limit (default: the env's).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Save results JSON here (resumes if interrupted).")] = None,
+) -> None:
+    """Evaluate an agent: success rate with a 95% Wilson interval, reward, turns, per task type."""
+    try:
+        policy = turngym.agents.make_agent(agent)
+        result = turngym.evaluate(
+            env_id,
+            policy,
+            episodes,
+            batch_size=batch_size,
+            split=split,
+            seed=seed,
+            max_turns=max_turns,
+            out=out,
+            progress=sys.stderr.isatty(),
+        )
+    except (TurnGymError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    print_result(result)
+    if out is not None:
+        console.print(f"saved {out} and {out}.trajectories.jsonl")
+
+
+def print_result(result: EvalResult, title: str | None = None) -> None:
+    table = Table(title=title or f"{result.agent} on {result.env_id} ({result.split} split)")
+    for column in ("task type", "episodes", "success", "95% CI", "mean reward", "mean turns"):
+        table.add_column(column, justify="left" if column == "task type" else "right", no_wrap=True)
+    rows = (
+        [*result.per_task_type.items(), ("all", result.overall)]
+        if len(result.per_task_type) > 1
+        else [("all", result.overall)]
+    )
+    for name, stats in rows:
+        table.add_row(
+            name,
+            str(stats.episodes),
+            f"{stats.success_rate:.1%}",
+            f"[{stats.ci_low:.1%}, {stats.ci_high:.1%}]",
+            f"{stats.mean_reward:.3f}",
+            f"{stats.mean_turns:.2f}",
+        )
+    console.print(table)
+    console.print(f"[dim]success = {result.success_definition}[/]", highlight=False)
+
+
+@app.command()
+def demo(
+    episodes: Annotated[int, typer.Option(min=1, help="Evaluation episodes per agent.")] = 200,
+) -> None:
+    """The quickstart job: evaluate the random and the expert agent on held-out KeyDoor tasks."""
+    for name in ("random", "expert"):
+        result = turngym.evaluate(
+            DEMO_ENV, turngym.agents.make_agent(name), episodes, progress=sys.stderr.isatty()
+        )
+        print_result(result)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

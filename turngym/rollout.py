@@ -1,0 +1,246 @@
+"""The batched rollout engine: all live episodes answer in one `agent.act` call per turn."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import gymnasium
+
+from turngym.errors import ConfigError, TurnGymError
+from turngym.prompts import build_conversation
+from turngym.storage import JsonlWriter
+from turngym.types import Conversation, Trajectory, Turn
+
+EnvFactory = Callable[[], gymnasium.Env]
+Sink = Callable[[Trajectory], None]
+
+
+@dataclass
+class LiveEpisode:
+    """An episode in flight: what an agent may look at besides the conversation (scripted agents
+    read `env` and `info`; LM agents ignore it)."""
+
+    env: gymnasium.Env
+    env_id: str
+    index: int  # position in the rollout's episode list
+    seed: int | None
+    split: str
+    requested_task_id: str | None
+    reset_info: dict[str, Any]
+    observations: list[str]
+    actions: list[str] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    infos: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The latest info (from `reset` before the first step)."""
+        return self.infos[-1] if self.infos else self.reset_info
+
+    @property
+    def turn(self) -> int:
+        return len(self.actions)
+
+    @property
+    def instructions(self) -> str:
+        return self.env.get_wrapper_attr("instructions")
+
+    def conversation(self, history_window: int | None = None) -> Conversation:
+        return build_conversation(self.instructions, self.observations, self.actions, history_window)
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """A policy: one batched call maps every live conversation to its next action."""
+
+    def act(
+        self, conversations: Sequence[Conversation], episodes: Sequence[LiveEpisode] | None = None
+    ) -> list[str]: ...
+
+
+def rollout(
+    env: str | EnvFactory,
+    agent: Agent,
+    num_episodes: int | None = None,
+    *,
+    batch_size: int = 8,
+    seeds: Sequence[int] | None = None,
+    task_ids: Sequence[str] | None = None,
+    seed: int = 0,
+    split: str = "train",
+    max_turns: int | None = None,
+    history_window: int | None = None,
+    sink: Sink | str | os.PathLike[str] | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> list[Trajectory]:
+    """Run episodes with up to `batch_size` live at once and return their trajectories in episode order.
+
+    Episode i is `reset(seed=seeds[i], options={"split": split, "task_id": task_ids[i]})`; without
+    `seeds` the seeds are `seed, seed+1, ...`. Each turn sends the conversations of all live episodes
+    to ONE `agent.act` call, steps each env, and refills finished slots with the next episode
+    (continuous batching). An episode ends when the env terminates or truncates it, or after
+    `max_turns` actions (default: the env's registered `max_episode_steps`). Finished trajectories
+    stream to `sink` (a callable, or a JSONL path) as they complete.
+    """
+    plan = _episode_plan(num_episodes, seeds, task_ids, seed)
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    make_env = _env_factory(env, max_turns, env_kwargs or {})
+    writer = JsonlWriter(sink) if isinstance(sink, (str, os.PathLike)) else None
+    emit: Sink | None = writer.write if writer else sink
+    agent_name = getattr(agent, "name", type(agent).__name__)
+
+    results: list[Trajectory | None] = [None] * len(plan)
+    free_envs: list[gymnasium.Env] = []
+    live: list[LiveEpisode] = []
+    next_index = 0
+    bar = _progress_bar(len(plan)) if progress else None
+    try:
+        while next_index < len(plan) or live:
+            while next_index < len(plan) and len(live) < batch_size:
+                env_instance = free_envs.pop() if free_envs else make_env()
+                live.append(_start(env_instance, next_index, *plan[next_index], split))
+                next_index += 1
+            conversations = [episode.conversation(history_window) for episode in live]
+            actions = agent.act(conversations, live)
+            _check_actions(actions, len(live), agent_name)
+            still_live = []
+            for episode, action in zip(live, actions):
+                observation, reward, terminated, truncated, info = episode.env.step(action)
+                episode.actions.append(action)
+                episode.observations.append(observation)
+                episode.rewards.append(float(reward))
+                episode.infos.append(info)
+                if terminated or truncated or episode.turn >= _turn_limit(episode.env, max_turns):
+                    trajectory = _finish(episode, bool(terminated), agent_name)
+                    results[episode.index] = trajectory
+                    if emit:
+                        emit(trajectory)
+                    if bar:
+                        bar[0].advance(bar[1])
+                    free_envs.append(episode.env)
+                else:
+                    still_live.append(episode)
+            live = still_live
+    finally:
+        if bar:
+            bar[0].stop()
+        if writer:
+            writer.close()
+        for env_instance in free_envs + [e.env for e in live]:
+            env_instance.close()
+    return [t for t in results if t is not None]
+
+
+def _episode_plan(
+    num_episodes: int | None, seeds: Sequence[int] | None, task_ids: Sequence[str] | None, seed: int
+) -> list[tuple[int | None, str | None]]:
+    lengths = {name: len(v) for name, v in (("seeds", seeds), ("task_ids", task_ids)) if v is not None}
+    if num_episodes is not None:
+        lengths["num_episodes"] = num_episodes
+    if not lengths:
+        raise ConfigError("rollout needs num_episodes, seeds or task_ids")
+    if len(set(lengths.values())) > 1:
+        raise ConfigError(f"num_episodes, seeds and task_ids disagree on the episode count: {lengths}")
+    n = next(iter(lengths.values()))
+    if n < 0:
+        raise ConfigError(f"num_episodes must be >= 0, got {n}")
+    episode_seeds = list(seeds) if seeds is not None else [seed + i for i in range(n)]
+    episode_tasks = list(task_ids) if task_ids is not None else [None] * n
+    return list(zip(episode_seeds, episode_tasks))
+
+
+def _env_factory(env: str | EnvFactory, max_turns: int | None, env_kwargs: dict[str, Any]) -> EnvFactory:
+    if isinstance(env, str):
+        from turngym.registry import make
+
+        turn_kwargs = {"max_episode_steps": max_turns} if max_turns is not None else {}
+        make(env, **turn_kwargs, **env_kwargs).close()  # fail fast on a bad id or argument
+        return lambda: make(env, **turn_kwargs, **env_kwargs)
+    if env_kwargs:
+        raise ConfigError("env_kwargs only applies to env ids; bind them in your env factory instead")
+    if not callable(env):
+        raise ConfigError(f"env must be an env id or a factory returning an env, got {env!r}")
+    return env
+
+
+def _turn_limit(env: gymnasium.Env, max_turns: int | None) -> int:
+    if max_turns is not None:
+        if max_turns < 1:
+            raise ConfigError(f"max_turns must be >= 1, got {max_turns}")
+        return max_turns
+    limit = env.spec.max_episode_steps if env.spec is not None else None
+    if limit is None:
+        raise ConfigError(f"{_env_id(env)} has no turn limit: pass max_turns= (every episode must end)")
+    return limit
+
+
+def _env_id(env: gymnasium.Env) -> str:
+    return env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+
+
+def _start(env: gymnasium.Env, index: int, seed: int | None, task_id: str | None, split: str) -> LiveEpisode:
+    options: dict[str, Any] = {"split": split}
+    if task_id is not None:
+        options["task_id"] = task_id
+    observation, info = env.reset(seed=seed, options=options)
+    return LiveEpisode(
+        env=env,
+        env_id=_env_id(env),
+        index=index,
+        seed=seed,
+        split=split,
+        requested_task_id=task_id,
+        reset_info=info,
+        observations=[observation],
+    )
+
+
+def _check_actions(actions: object, expected: int, agent_name: str) -> None:
+    if not isinstance(actions, list) or len(actions) != expected:
+        got = f"{len(actions)} actions" if isinstance(actions, list) else type(actions).__name__
+        raise TurnGymError(f"agent {agent_name} returned {got} for {expected} conversations")
+    bad = [type(a).__name__ for a in actions if not isinstance(a, str)]
+    if bad:
+        raise TurnGymError(f"agent {agent_name} returned non-string actions: {bad[:3]}")
+
+
+def _finish(episode: LiveEpisode, terminated: bool, agent_name: str) -> Trajectory:
+    reset_info = episode.reset_info
+    turns = [
+        Turn(observation=obs, action=act, reward=rew, info=info)
+        for obs, act, rew, info in zip(episode.observations, episode.actions, episode.rewards, episode.infos)
+    ]
+    metadata: dict[str, Any] = {"split": episode.split}
+    if "task_type" in reset_info:
+        metadata["task_type"] = reset_info["task_type"]
+    return Trajectory(
+        env_id=episode.env_id,
+        task_id=reset_info.get("task_id", episode.requested_task_id),
+        seed=episode.seed,
+        instructions=episode.instructions,
+        task=str(reset_info.get("task", "")),
+        turns=turns,
+        final_observation=episode.observations[-1],
+        success=bool(episode.info.get("success", False)),
+        total_reward=float(sum(episode.rewards)),
+        terminated=terminated,
+        truncated=not terminated,
+        agent=agent_name,
+        metadata=metadata,
+    )
+
+
+def _progress_bar(total: int):  # -> (Progress, task id)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn("episodes"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
+    )
+    task = bar.add_task("episodes", total=total)
+    bar.start()
+    return bar, task

@@ -1,0 +1,126 @@
+"""Crash-safe storage: JSONL trajectory streams with atomic appends, and atomic file writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from turngym.types import Trajectory
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write a file so that readers see the old or the new content, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(value: Any) -> Any:
+    """Serialise what env infos commonly hold (numpy scalars/arrays, tuples, sets) and stringify the rest."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    return str(value)
+
+
+def to_json_line(record: dict[str, Any]) -> bytes:
+    return (json.dumps(record, default=_json_default, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+class JsonlWriter:
+    """Appends one JSON record per line; each record is one `write` to an `O_APPEND` file, flushed.
+
+    A crash can cut at most the record being written; opening the file again drops that partial
+    last line (with a warning) so the next record starts on a clean line."""
+
+    def __init__(self, path: str | os.PathLike[str], fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _drop_partial_last_line(self.path)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fsync = fsync
+
+    def write(self, record: Trajectory | dict[str, Any]) -> None:
+        data = record.to_dict() if isinstance(record, Trajectory) else record
+        os.write(self._fd, to_json_line(data))
+        if self._fsync:
+            os.fsync(self._fd)
+
+    __call__ = write  # a writer is a rollout sink
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def _drop_partial_last_line(path: Path) -> None:
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data.endswith(b"\n"):
+            return
+        keep = data.rfind(b"\n") + 1
+        warnings.warn(
+            f"{path}: dropping a partial last line ({len(data) - keep} bytes) left by an interrupted write",
+            stacklevel=3,
+        )
+        f.truncate(keep)
+
+
+def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Records of a JSONL file. A truncated last line (interrupted write) is skipped with a warning;
+    a corrupt line elsewhere is a `ValueError` naming the line."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as exc:
+            if i == last:
+                warnings.warn(f"{path}:{i + 1}: skipping a truncated last line ({exc})", stacklevel=2)
+                return
+            raise ValueError(f"{path}:{i + 1}: corrupt JSON line: {exc}") from None
+
+
+def write_trajectories(path: str | os.PathLike[str], trajectories: Iterable[Trajectory]) -> None:
+    with JsonlWriter(path) as writer:
+        for trajectory in trajectories:
+            writer.write(trajectory)
+
+
+def read_trajectories(path: str | os.PathLike[str]) -> list[Trajectory]:
+    return [Trajectory.from_dict(record) for record in iter_jsonl(path)]
