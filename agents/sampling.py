@@ -1,0 +1,45 @@
+"""Sampling parameters shared by every LM agent (transformers, vLLM, OpenAI-compatible endpoints)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from turngym.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How an LM agent turns a conversation into an action."""
+
+    temperature: float = 1.0
+    """Softmax temperature; 0 means greedy decoding."""
+    top_p: float = 1.0
+    """Nucleus sampling: keep the smallest token set with this much probability mass."""
+    max_new_tokens: int = 32
+    """Longest action, in tokens (ArCHer uses 32)."""
+    stop: tuple[str, ...] = ("\n",)
+    """The action ends before the first of these strings (one action per line by default)."""
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """`text` up to the first stop string (the stop string itself excluded), stripped."""
+    cut = len(text)
+    for s in stop:
+        if s and (i := text.find(s)) != -1:
+            cut = min(cut, i)
+    return text[:cut].strip()
