@@ -1,0 +1,311 @@
+"""`HFAgent`: any transformers causal LM (optionally with a PEFT LoRA adapter) as a batched policy."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from turngym.agents.sampling import SamplingConfig, cut_at_stop
+from turngym.errors import ConfigError, require
+from turngym.types import Conversation
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+# Used when a tokenizer has no chat template of its own: role markers, each turn ended by EOS so
+# that a trained model ends its action with EOS.
+PLAIN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}{{ eos_token }}\n"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+AGENT_FILE = "turngym_agent.json"
+
+
+@dataclass
+class Generation:
+    """One sampled action: the text the env receives, the generated token ids (up to and including
+    EOS) and their log-probabilities under the model at temperature 1."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+
+
+@dataclass
+class TokenBatch:
+    """Prompts followed by actions, left-padded to one length L, for teacher-forced scoring.
+
+    Row i ends with its action tokens (action + EOS); `action_mask` marks them."""
+
+    input_ids: torch.Tensor  # (B, L)
+    attention_mask: torch.Tensor  # (B, L)
+    position_ids: torch.Tensor  # (B, L)
+    action_mask: torch.Tensor  # (B, L) bool
+    prompt_lengths: list[int]
+
+
+class HFAgent:
+    """A transformers causal LM as a TurnGym agent: chat template, left padding, batched
+    `generate` with KV cache, context truncation that keeps the system prompt and the latest turns.
+
+    Token-level API for trainers: `generate` (ids + log-probs), `token_batch` and
+    `action_logprobs` (teacher-forced log-probs of given actions, differentiable), `save`/`load`.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        sampling: SamplingConfig | None = None,
+        *,
+        max_context_tokens: int | None = None,
+        name: str = "hf",
+        seed: int = 0,
+    ) -> None:
+        torch = require("torch", "hf", "HFAgent")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.sampling = sampling or SamplingConfig()
+        self.name = name
+        if tokenizer.chat_template is None:
+            tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
+        if tokenizer.eos_token_id is None:
+            raise ConfigError("HFAgent needs a tokenizer with an eos_token (it ends every action)")
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"
+        window = getattr(model.config, "max_position_embeddings", None) or getattr(
+            model.config, "n_positions", None
+        )
+        self.max_context_tokens = max_context_tokens or (
+            window - self.sampling.max_new_tokens if window else 4096
+        )
+        if self.max_context_tokens < 16:
+            raise ConfigError(
+                f"max_context_tokens must leave room for a prompt, got {self.max_context_tokens}"
+            )
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ---- prompts -------------------------------------------------------------------------------
+
+    def prompt_ids(self, conversation: Conversation) -> list[int]:
+        """Chat-template token ids ending with the assistant prefix, within `max_context_tokens`:
+        the oldest turns after the system message are dropped first, in user/assistant pairs."""
+        messages = list(conversation)
+        while True:
+            ids = self._render(messages)
+            if len(ids) <= self.max_context_tokens:
+                return ids
+            first_turn = 1 if messages and messages[0]["role"] == "system" else 0
+            if len(messages) - first_turn <= 1:  # one message left and still too long: keep its tail
+                head = self._render(messages[:first_turn]) if first_turn else []
+                keep = max(self.max_context_tokens - len(head), 1)
+                return (head + ids[len(head) :][-keep:])[-self.max_context_tokens :]
+            messages = messages[:first_turn] + messages[first_turn + 2 :]
+
+    def _render(self, messages: list[dict[str, str]]) -> list[int]:
+        rendered = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+
+    def action_ids(self, action: str) -> list[int]:
+        """Tokens of an action as the policy emits it: the text, then EOS."""
+        return [*self.tokenizer(action, add_special_tokens=False)["input_ids"], self.tokenizer.eos_token_id]
+
+    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        import torch
+
+        length = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (length - len(r)) + r for r in rows], dtype=torch.long)
+        attention_mask = torch.tensor(
+            [[0] * (length - len(r)) + [1] * len(r) for r in rows], dtype=torch.long
+        )
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        return input_ids.to(self.device), attention_mask.to(self.device), position_ids.to(self.device)
+
+    # ---- acting --------------------------------------------------------------------------------
+
+    def act(self, conversations: Sequence[Conversation], episodes: Sequence[Any] | None = None) -> list[str]:
+        return [g.text for g in self.generate(conversations)]
+
+    def generate(
+        self, conversations: Sequence[Conversation], sampling: SamplingConfig | None = None
+    ) -> list[Generation]:
+        """One batched `model.generate` call for all conversations."""
+        import torch
+
+        if not conversations:
+            return []
+        sampling = sampling or self.sampling
+        input_ids, attention_mask, _ = self._left_pad([self.prompt_ids(c) for c in conversations])
+        kwargs: dict[str, Any] = {"do_sample": False}
+        if not sampling.greedy:
+            kwargs = {
+                "do_sample": True,
+                "temperature": sampling.temperature,
+                "top_p": sampling.top_p,
+                "top_k": 0,
+            }
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad(), _seeded(self.generator):
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=sampling.max_new_tokens,
+                eos_token_id=self.tokenizer.eos_token_id,
+                pad_token_id=self.tokenizer.pad_token_id,
+                output_logits=True,
+                return_dict_in_generate=True,
+                **kwargs,
+            )
+        self.model.train(was_training)
+        new_tokens = out.sequences[:, input_ids.shape[1] :]  # (B, T)
+        logprobs = torch.stack(out.logits, dim=1).float().log_softmax(-1)  # (B, T, V)
+        token_logprobs = logprobs.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)  # (B, T)
+        generations = []
+        eos = self.tokenizer.eos_token_id
+        for row, row_logprobs in zip(new_tokens.tolist(), token_logprobs.tolist()):
+            end = row.index(eos) + 1 if eos in row else len(row)
+            text = self.tokenizer.decode(row[:end], skip_special_tokens=True)
+            generations.append(Generation(cut_at_stop(text, sampling.stop), row[:end], row_logprobs[:end]))
+        return generations
+
+    # ---- scoring (trainers) --------------------------------------------------------------------
+
+    def token_batch(self, conversations: Sequence[Conversation], actions: Sequence[str]) -> TokenBatch:
+        """Left-padded prompt+action sequences for a teacher-forced forward pass."""
+        import torch
+
+        if len(conversations) != len(actions):
+            raise ValueError(f"{len(conversations)} conversations but {len(actions)} actions")
+        prompts = [self.prompt_ids(c) for c in conversations]
+        targets = [self.action_ids(a) for a in actions]
+        input_ids, attention_mask, position_ids = self._left_pad([p + t for p, t in zip(prompts, targets)])
+        length = input_ids.shape[1]
+        action_mask = torch.zeros_like(input_ids, dtype=torch.bool)
+        for i, t in enumerate(targets):
+            action_mask[i, length - len(t) :] = True
+        return TokenBatch(input_ids, attention_mask, position_ids, action_mask, [len(p) for p in prompts])
+
+    def forward(self, batch: TokenBatch, **kwargs: Any) -> Any:
+        return self.model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            **kwargs,
+        )
+
+    def action_logprobs(
+        self, conversations: Sequence[Conversation], actions: Sequence[str], batch: TokenBatch | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probs of `actions` (+ EOS) given the conversations, with gradients.
+
+        Returns `(logprobs, mask)`, both (B, L-1) aligned with `input_ids[:, 1:]`; sum
+        `logprobs * mask` over the last dim for each action's log-likelihood."""
+        batch = batch or self.token_batch(conversations, actions)
+        logits = self.forward(batch).logits[:, :-1].float()  # (B, L-1, V): predicts tokens 1..L-1
+        targets = batch.input_ids[:, 1:]  # (B, L-1)
+        logprobs = logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        mask = batch.action_mask[:, 1:]
+        return logprobs * mask, mask
+
+    # ---- persistence ---------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Model (or only the LoRA adapter for a PEFT model), tokenizer and sampling config."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        config = {
+            "name": self.name,
+            "sampling": asdict(self.sampling),
+            "max_context_tokens": self.max_context_tokens,
+        }
+        (path / AGENT_FILE).write_text(json.dumps(config, indent=2))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, device: str | None = None, **kwargs: Any) -> HFAgent:
+        """Load what `save` wrote (a LoRA adapter is loaded onto its base model)."""
+        path = Path(path)
+        saved = json.loads((path / AGENT_FILE).read_text()) if (path / AGENT_FILE).exists() else {}
+        if "sampling" in saved and "sampling" not in kwargs:
+            saved["sampling"]["stop"] = tuple(saved["sampling"]["stop"])
+            kwargs["sampling"] = SamplingConfig(**saved["sampling"])
+        kwargs.setdefault("name", saved.get("name", "hf"))
+        kwargs.setdefault("max_context_tokens", saved.get("max_context_tokens"))
+        return cls.from_pretrained(path, device=device, **kwargs)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        lora: dict[str, Any] | None = None,
+        gguf_file: str | None = None,
+        **kwargs: Any,
+    ) -> HFAgent:
+        """Load a local model folder (or a folder holding a LoRA adapter). `lora={...}` wraps the
+        model in a fresh PEFT LoRA adapter (`peft.LoraConfig` arguments) for training."""
+        torch = require("torch", "hf", "HFAgent")
+        transformers = require("transformers", "hf", "HFAgent")
+        path = Path(path)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        torch_dtype = (
+            getattr(torch, dtype)
+            if dtype
+            else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        )
+        load = {"gguf_file": gguf_file} if gguf_file else {}
+        if (path / "adapter_config.json").exists():
+            peft = require("peft", "hf", "LoRA adapters")
+            model = peft.AutoPeftModelForCausalLM.from_pretrained(path, dtype=torch_dtype, is_trainable=True)
+        else:
+            model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **load)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path, **load)
+        if lora is not None:
+            model = add_lora(model, **lora)
+        return cls(model.to(device), tokenizer, **kwargs)
+
+    def merge_and_unload(self) -> None:
+        """Fold a LoRA adapter into the base weights (for export or fast inference)."""
+        if hasattr(self.model, "merge_and_unload"):
+            self.model = self.model.merge_and_unload()
+
+
+def add_lora(model: PreTrainedModel, **lora_config: Any) -> PreTrainedModel:
+    """Wrap `model` in a trainable PEFT LoRA adapter (`peft.LoraConfig` arguments; defaults r=8, alpha=16)."""
+    peft = require("peft", "hf", "LoRA adapters")
+    config = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "task_type": "CAUSAL_LM", **lora_config}
+    return peft.get_peft_model(model, peft.LoraConfig(**config))
+
+
+class _seeded:
+    """Sample from a dedicated generator so that an agent's draws do not depend on global RNG use."""
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def __enter__(self) -> None:
+        import torch
+
+        self.saved = torch.random.get_rng_state()
+        torch.random.set_rng_state(self.generator.get_state())
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        self.generator.set_state(torch.random.get_rng_state())
+        torch.random.set_rng_state(self.saved)

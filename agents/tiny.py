@@ -1,0 +1,133 @@
+"""`TinyAgent`: a small GPT-2 built from a config with a word-level tokenizer from an env's vocabulary.
+
+It is an `HFAgent` (a transformers model + tokenizer), so it shares every code path with real models;
+it only adds a constructor that needs no download and trains from scratch on CPU in minutes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from turngym.agents.hf import PLAIN_CHAT_TEMPLATE, HFAgent
+from turngym.agents.sampling import SamplingConfig
+from turngym.errors import require
+
+SPECIAL_TOKENS = ("<pad>", "<unk>", "<eos>", "<|system|>", "<|user|>", "<|assistant|>")
+# Words keep their leading space ("▁red" vs "red"), so decode(encode(text)) == text for known words.
+_WORD_PATTERN = r"▁?[^\W_]+|▁?[^\w▁]|▁"
+
+
+@dataclass
+class TinyConfig:
+    """Size of the tiny policy and where its vocabulary comes from."""
+
+    n_layer: int = 4
+    """Transformer blocks."""
+    n_embd: int = 128
+    """Hidden size."""
+    n_head: int = 4
+    """Attention heads."""
+    n_positions: int = 512
+    """Context window in tokens (prompts are truncated to fit, keeping the system prompt)."""
+    vocab_episodes: int = 64
+    """Train-split episodes (expert and random agents) whose text builds the vocabulary."""
+    seed: int = 0
+    """Seeds the weight initialisation and sampling."""
+
+
+def word_tokenizer(texts: Iterable[str]) -> Any:
+    """A `PreTrainedTokenizerFast` with one token per word (space-prefixed) or punctuation mark seen in `texts`."""
+    tokenizers = require("tokenizers", "hf", "TinyAgent")
+    transformers = require("transformers", "hf", "TinyAgent")
+    pre_tokenizer = tokenizers.pre_tokenizers.Sequence(
+        [
+            tokenizers.pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never", split=False),
+            tokenizers.pre_tokenizers.Split(tokenizers.Regex(_WORD_PATTERN), behavior="isolated"),
+        ]
+    )
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
+    chat_markup = "\n"  # the chat template's own text
+    for text in [chat_markup, *texts]:
+        for word, _ in pre_tokenizer.pre_tokenize_str(text):
+            vocab.setdefault(word, len(vocab))
+    model = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+    model.pre_tokenizer = pre_tokenizer
+    model.decoder = tokenizers.decoders.Metaspace(replacement="▁", prepend_scheme="never", split=False)
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=model,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        eos_token="<eos>",
+        additional_special_tokens=list(SPECIAL_TOKENS[3:]),
+    )
+    # role markers are whole tokens, so the plain template costs two tokens per message
+    tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
+    return tokenizer
+
+
+def env_texts(env_id: str, episodes: int, **env_kwargs: Any) -> list[str]:
+    """Instructions, observations and actions (expert, random and admissible) of train-split episodes."""
+    import turngym
+    from turngym.agents.scripted import ExpertAgent, RandomAgent
+
+    texts: list[str] = []
+    for agent in (ExpertAgent(), RandomAgent()):
+        for t in turngym.rollout(env_id, agent, episodes, env_kwargs=env_kwargs, seed=10_000):
+            texts.append(t.instructions)
+            texts.extend(t.observations)
+            texts.extend(t.actions)
+            for turn in t.turns:
+                texts.extend(turn.info.get("admissible_actions") or [])
+    return texts
+
+
+class TinyAgent(HFAgent):
+    """A from-scratch GPT-2 policy for CPU training (see `TinyConfig`)."""
+
+    @classmethod
+    def from_env(
+        cls,
+        env_id: str,
+        config: TinyConfig | None = None,
+        sampling: SamplingConfig | None = None,
+        *,
+        env_kwargs: dict[str, Any] | None = None,
+        name: str = "tiny",
+    ) -> TinyAgent:
+        """Build the tokenizer from `env_id`'s text and a randomly initialised model."""
+        config = config or TinyConfig()
+        return cls.from_texts(
+            env_texts(env_id, config.vocab_episodes, **(env_kwargs or {})), config, sampling, name=name
+        )
+
+    @classmethod
+    def from_texts(
+        cls,
+        texts: Iterable[str],
+        config: TinyConfig | None = None,
+        sampling: SamplingConfig | None = None,
+        *,
+        name: str = "tiny",
+    ) -> TinyAgent:
+        torch = require("torch", "hf", "TinyAgent")
+        transformers = require("transformers", "hf", "TinyAgent")
+        config = config or TinyConfig()
+        tokenizer = word_tokenizer(texts)
+        torch.manual_seed(config.seed)
+        model_config = transformers.GPT2Config(
+            vocab_size=len(tokenizer),
+            n_positions=config.n_positions,
+            n_embd=config.n_embd,
+            n_layer=config.n_layer,
+            n_head=config.n_head,
+            bos_token_id=tokenizer.eos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            # no dropout: RL compares log-probs of the same actions across passes (ratios, KL)
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        )
+        model = transformers.GPT2LMHeadModel(model_config)
+        return cls(model, tokenizer, sampling, name=name, seed=config.seed)

@@ -1,0 +1,182 @@
+"""HFAgent and TinyAgent: batching, log-probs, truncation, persistence, LoRA."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+import turngym  # noqa: E402
+from turngym.agents.hf import HFAgent, add_lora  # noqa: E402
+from turngym.agents.sampling import SamplingConfig  # noqa: E402
+from turngym.agents.tiny import TinyAgent, TinyConfig, word_tokenizer  # noqa: E402
+
+TEXTS = [
+    "You are in a room. Reply with one command per turn: pick up the <color> key, open the <color> door, look.",
+    "Task: open the red door.\nLocked doors: red, blue, green.\nOn the table: a red key, a blue key.",
+    "pick up the red key",
+    "open the blue door",
+    "look",
+    "search[red shoes] now, please!",
+    " ".join(f"turn {i}" for i in range(30)),
+]
+
+
+@pytest.fixture(scope="module")
+def agent() -> TinyAgent:
+    return TinyAgent.from_texts(
+        TEXTS,
+        TinyConfig(n_layer=2, n_embd=32, n_head=2, n_positions=256),
+        SamplingConfig(temperature=0, max_new_tokens=6),
+    )
+
+
+def conversation(task: str, turns: int = 0) -> list[dict]:
+    messages = [{"role": "system", "content": TEXTS[0]}, {"role": "user", "content": task}]
+    for i in range(turns):
+        messages += [
+            {"role": "assistant", "content": "look"},
+            {"role": "user", "content": f"{TEXTS[1]} turn {i}"},
+        ]
+    return messages
+
+
+def test_word_tokenizer_round_trips_known_text():
+    tokenizer = word_tokenizer(TEXTS)
+    for text in TEXTS:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert tokenizer.decode(ids) == text
+        assert tokenizer.unk_token_id not in ids
+
+
+def test_batched_generation_equals_one_by_one_under_greedy(agent):
+    conversations = [conversation(TEXTS[1]), conversation("look", turns=2), conversation(TEXTS[1], turns=1)]
+    batched = agent.generate(conversations)
+    single = [agent.generate([c])[0] for c in conversations]
+    assert [g.token_ids for g in batched] == [g.token_ids for g in single]
+    assert [g.text for g in batched] == [g.text for g in single]
+    for b, s in zip(batched, single):
+        assert b.logprobs == pytest.approx(s.logprobs, abs=1e-4)
+
+
+def test_generation_logprobs_match_a_manual_forward_pass(agent):
+    conv = conversation(TEXTS[1])
+    [generation] = agent.generate([conv])
+    ids = torch.tensor([agent.prompt_ids(conv) + generation.token_ids])
+    with torch.no_grad():
+        logits = agent.model(ids).logits[0, :-1].log_softmax(-1)
+    n = len(generation.token_ids)
+    manual = logits[-n:].gather(-1, ids[0, -n:].unsqueeze(-1)).squeeze(-1)
+    assert generation.logprobs == pytest.approx(manual.tolist(), abs=1e-4)
+
+
+def test_action_logprobs_match_a_manual_forward_pass_and_padding(agent):
+    conversations = [conversation(TEXTS[1]), conversation("look", turns=3)]
+    actions = ["pick up the red key", "look"]
+    logprobs, mask = agent.action_logprobs(conversations, actions)
+    assert logprobs.requires_grad and mask.sum(-1).tolist() == [len(agent.action_ids(a)) for a in actions]
+    for i, (conv, action) in enumerate(zip(conversations, actions)):
+        ids = torch.tensor([agent.prompt_ids(conv) + agent.action_ids(action)])
+        with torch.no_grad():
+            logits = agent.model(ids).logits[0, :-1].log_softmax(-1)
+        n = len(agent.action_ids(action))
+        manual = logits[-n:].gather(-1, ids[0, -n:].unsqueeze(-1)).squeeze(-1).sum()
+        assert logprobs[i].sum().item() == pytest.approx(manual.item(), abs=1e-4)
+
+
+def test_sampling_is_seeded_and_independent_of_global_rng(agent):
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=6)
+    conv = [conversation(TEXTS[1])] * 4
+    agent.generator.manual_seed(123)
+    first = [g.token_ids for g in agent.generate(conv, sampling)]
+    agent.generator.manual_seed(123)
+    torch.rand(10)  # unrelated global RNG use must not change the agent's draws
+    assert [g.token_ids for g in agent.generate(conv, sampling)] == first
+
+
+def test_truncation_keeps_system_prompt_and_latest_turns(agent):
+    long = conversation(TEXTS[1], turns=30)
+    full = agent._render(long)
+    agent_short = HFAgent(agent.model, agent.tokenizer, agent.sampling, max_context_tokens=120)
+    ids = agent_short.prompt_ids(long)
+    assert len(full) > 120 >= len(ids)
+    text = agent.tokenizer.decode(ids)
+    assert text.startswith("<|system|>\n" + TEXTS[0])
+    assert "turn 29" in text and "turn 0" not in text
+    assert text.endswith("<|assistant|>\n")
+
+
+def test_stop_strings_cut_the_action(agent):
+    [generation] = agent.generate(
+        [conversation(TEXTS[1])], SamplingConfig(temperature=0, max_new_tokens=6, stop=("key",))
+    )
+    assert "key" not in generation.text
+
+
+def test_save_load_round_trip(agent, tmp_path):
+    agent.save(tmp_path / "tiny")
+    loaded = TinyAgent.load(tmp_path / "tiny", device="cpu")
+    assert isinstance(loaded, TinyAgent) and loaded.sampling == agent.sampling
+    conv = [conversation(TEXTS[1])]
+    assert loaded.generate(conv)[0].token_ids == agent.generate(conv)[0].token_ids
+    by_path = turngym.agents.make_agent(str(tmp_path / "tiny"))  # what `turngym eval --agent DIR` uses
+    assert isinstance(by_path, HFAgent) and by_path.generate(conv)[0].token_ids == agent.generate(conv)[0].token_ids
+
+
+def test_lora_adapter_save_load_round_trip(tmp_path):
+    base = TinyAgent.from_texts(
+        TEXTS, TinyConfig(n_layer=2, n_embd=32, n_head=2, n_positions=256), SamplingConfig(temperature=0)
+    )
+    base.save(tmp_path / "base")
+    lora_agent = HFAgent.from_pretrained(
+        tmp_path / "base",
+        device="cpu",
+        lora={"target_modules": ["c_attn"], "fan_in_fan_out": True},
+        sampling=base.sampling,
+    )
+    trainable = [p for p in lora_agent.model.parameters() if p.requires_grad]
+    assert 0 < sum(p.numel() for p in trainable) < sum(p.numel() for p in lora_agent.model.parameters()) / 10
+    # one optimiser step so that the adapter differs from its zero initialisation
+    optimizer = torch.optim.SGD(trainable, lr=1.0)
+    logprobs, _ = lora_agent.action_logprobs([conversation(TEXTS[1])], ["pick up the red key"])
+    (-logprobs.sum()).backward()
+    optimizer.step()
+    lora_agent.save(tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_config.json").exists()
+    assert not (tmp_path / "adapter" / "model.safetensors").exists()  # only the adapter is saved
+    reloaded = HFAgent.load(tmp_path / "adapter", device="cpu")
+    with torch.no_grad():
+        a, _ = lora_agent.action_logprobs([conversation(TEXTS[1])], ["open the blue door"])
+        b, _ = reloaded.action_logprobs([conversation(TEXTS[1])], ["open the blue door"])
+    assert a.sum().item() == pytest.approx(b.sum().item(), abs=1e-5)
+    reloaded.merge_and_unload()
+    with torch.no_grad():
+        c, _ = reloaded.action_logprobs([conversation(TEXTS[1])], ["open the blue door"])
+    assert c.sum().item() == pytest.approx(a.sum().item(), abs=1e-4)
+
+
+def test_add_lora_wraps_a_model(agent):
+    import copy
+
+    wrapped = add_lora(copy.deepcopy(agent.model), target_modules=["c_attn"], fan_in_fan_out=True)
+    assert hasattr(wrapped, "peft_config")
+
+
+def test_tiny_agent_plays_an_env_through_rollout():
+    agent = TinyAgent.from_env(
+        "turngym/KeyDoor-v0",
+        TinyConfig(n_layer=1, n_embd=32, n_head=2, vocab_episodes=8),
+        SamplingConfig(max_new_tokens=6),
+    )
+    ids = agent.tokenizer("pick up the purple key", add_special_tokens=False)["input_ids"]
+    assert agent.tokenizer.unk_token_id not in ids  # the env's vocabulary is covered
+    trajectories = turngym.rollout("turngym/KeyDoor-v0", agent, 4, batch_size=4)
+    assert len(trajectories) == 4 and all(t.agent == "tiny" for t in trajectories)
+
+
+def test_bad_sampling_config():
+    with pytest.raises(turngym.ConfigError, match="temperature"):
+        SamplingConfig(temperature=-1)
+    with pytest.raises(turngym.ConfigError, match="top_p"):
+        SamplingConfig(top_p=0)
