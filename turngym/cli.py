@@ -84,7 +84,9 @@ def play(
 @app.command("eval")
 def eval_command(
     env_id: Annotated[str, typer.Argument(help="Env id, e.g. turngym/KeyDoor-v0.")],
-    agent: Annotated[str, typer.Option(help="Agent: expert, random, or the folder of a saved model.")] = "random",
+    agent: Annotated[
+        str, typer.Option(help="Agent: expert, random, or the folder of a saved model.")
+    ] = "random",
     episodes: Annotated[int, typer.Option(min=1, help="Number of evaluation episodes.")] = 100,
     batch_size: Annotated[int, typer.Option(min=1, help="Episodes played at once.")] = 16,
     split: Annotated[str, typer.Option(help="Task split: test (held out, default) or train.")] = "test",
