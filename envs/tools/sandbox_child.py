@@ -66,7 +66,7 @@ def bind(source: str, target: str, *, writable: bool = False) -> None:
     mount("none", target, None, flags)
 
 
-def build_root(root: str, disk_mb: int, python_home: str) -> None:
+def build_root(root: str, disk_mb: int, python_home: str, as_root: bool) -> None:
     """A fresh root at `root`: tmpfs + read-only binds; then pivot into it and drop the host's root."""
     mount("none", "/", None, MS_REC | MS_PRIVATE)  # our mounts never propagate to the host
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, f"size={disk_mb}m,mode=755")
@@ -83,7 +83,8 @@ def build_root(root: str, disk_mb: int, python_home: str) -> None:
     for path, mode in (("/work", 0o700), ("/tmp", 0o1777)):
         os.makedirs(inside(path))
         os.chmod(inside(path), mode)
-    os.chown(inside("/work"), NOBODY, NOBODY)
+    if as_root:  # else /work already belongs to the caller, whom the user process stays
+        os.chown(inside("/work"), NOBODY, NOBODY)
     os.chdir(root)
     number = SYS_PIVOT_ROOT.get(platform.machine())
     if number is None:
@@ -126,7 +127,7 @@ def run_user_code(code: str, config: dict, as_root: bool) -> None:
 def init(code: str, config: dict, as_root: bool) -> int:
     """PID 1 of the new namespace: build the root, run the user process, pass on its status."""
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # die with the launcher (wall-clock kill)
-    build_root(config["root"], config["limits"]["disk_mb"], config["python_home"])
+    build_root(config["root"], config["limits"]["disk_mb"], config["python_home"], as_root)
     pid = os.fork()
     if pid == 0:
         try:
