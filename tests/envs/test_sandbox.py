@@ -17,19 +17,25 @@ FAST = SandboxLimits(cpu_seconds=1, wall_seconds=2.0)
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _sandbox_processes() -> list[int]:
-    """Host pids of processes running as the sandbox user (nobody), left over from a run."""
+def _survivors(token: str) -> list[int]:
+    """Host pids of processes whose command line holds `token` (each attack's code carries a unique
+    one), i.e. processes a run left behind, whatever user they run as."""
     pids = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                status = (entry / "status").read_text()
-            except OSError:
-                continue
-            uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
-            if uid == "65534":
+        try:
+            if entry.name.isdigit() and token.encode() in (entry / "cmdline").read_bytes():
                 pids.append(int(entry.name))
+        except OSError:
+            continue
     return pids
+
+
+def _assert_no_survivors(token: str) -> None:
+    time.sleep(0.2)
+    survivors = _survivors(token)
+    for pid in survivors:  # clean up before failing, so a broken sandbox leaves nothing running
+        os.kill(pid, 9)
+    assert survivors == [], f"{len(survivors)} processes outlived the run"
 
 
 def test_normal_code_runs():
@@ -103,23 +109,24 @@ def test_sockets_cannot_reach_the_host_or_the_network():
 
 
 def test_fork_bomb_is_contained_and_leaves_nothing_behind():
+    token = f"bomb{os.getpid()}x{time.monotonic_ns()}"
     start = time.monotonic()
-    result = run_python("import os\nwhile True:\n    os.fork()", FAST)
+    result = run_python(f"# {token}\nimport os\nwhile True:\n    os.fork()", FAST)
     assert time.monotonic() - start < FAST.wall_seconds + 2
     assert "BlockingIOError" in result.stderr or result.timed_out
-    assert _sandbox_processes() == []
+    _assert_no_survivors(token)
 
 
 def test_processes_that_escape_the_process_group_die_with_the_run():
+    token = f"daemon{os.getpid()}x{time.monotonic_ns()}"
     code = (
-        "import os, time\n"
+        f"# {token}\nimport os, time\n"
         "if os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\n"  # a daemon in its own session
         "print('parent done')\n"
     )
     result = run_python(code, FAST)
     assert result.stdout == "parent done\n"
-    time.sleep(0.2)
-    assert _sandbox_processes() == []
+    _assert_no_survivors(token)
 
 
 def test_allocating_10_gb_fails():
