@@ -22,7 +22,9 @@ from turngym.tools import (
 )
 
 
-def lookup(city: str, year: int, units: Literal["metric", "imperial"] = "metric", tags: list[str] | None = None) -> str:
+def lookup(
+    city: str, year: int, units: Literal["metric", "imperial"] = "metric", tags: list[str] | None = None
+) -> str:
     """Look up the weather of a city.
 
     Longer explanation that is part of the description.
@@ -53,8 +55,18 @@ def test_schema_from_type_hints_and_google_docstring():
     assert parameters["properties"] == {
         "city": {"type": "string", "description": "The city's name, as written on a map."},
         "year": {"type": "integer", "description": "A year."},
-        "units": {"type": "string", "enum": ["metric", "imperial"], "description": "Which units to use.", "default": "metric"},
-        "tags": {"type": ["array", "null"], "items": {"type": "string"}, "description": "Optional labels.", "default": None},
+        "units": {
+            "type": "string",
+            "enum": ["metric", "imperial"],
+            "description": "Which units to use.",
+            "default": "metric",
+        },
+        "tags": {
+            "type": ["array", "null"],
+            "items": {"type": "string"},
+            "description": "Optional labels.",
+            "default": None,
+        },
     }
     json.dumps(schema)  # plain JSON
 
@@ -123,9 +135,13 @@ def test_argument_validation():
     assert "has no argument 'cty'" in validate_arguments(schema, {"cty": "Oslo", "year": 1})
     assert "Did you mean `city`" in validate_arguments(schema, {"cty": "Oslo", "year": 1})
     assert "missing required argument(s) ['year']" in validate_arguments(schema, {"city": "Oslo"})
-    assert "`year` must be integer, got string" in validate_arguments(schema, {"city": "Oslo", "year": "2020"})
+    assert "`year` must be integer, got string" in validate_arguments(
+        schema, {"city": "Oslo", "year": "2020"}
+    )
     assert "`year` must be integer, got boolean" in validate_arguments(schema, {"city": "Oslo", "year": True})
-    assert "must be one of ['metric', 'imperial']" in validate_arguments(schema, {"city": "x", "year": 1, "units": "si"})
+    assert "must be one of ['metric', 'imperial']" in validate_arguments(
+        schema, {"city": "x", "year": 1, "units": "si"}
+    )
     assert "item 1 must be string" in validate_arguments(schema, {"city": "x", "year": 1, "tags": ["a", 2]})
 
 
@@ -204,7 +220,9 @@ def test_tool_env_episode_and_errors():
     for action, message in steps.items():
         obs, reward, terminated, _, info = env.step(action)
         assert message in obs and info["valid_action"] is False and not terminated and reward == 0
-    obs, reward, terminated, _, info = env.step('<tool_call>{"name": "add", "arguments": {"a": 7, "b": 8}}</tool_call>')
+    obs, reward, terminated, _, info = env.step(
+        '<tool_call>{"name": "add", "arguments": {"a": 7, "b": 8}}</tool_call>'
+    )
     assert (obs, info["valid_action"], info["tool"], env.num_tool_calls) == ("15", True, "add", 1)
     obs, reward, terminated, _, info = env.step('{"name": "submit", "arguments": {"answer": "15"}}')
     assert (reward, terminated, info["success"]) == (1.0, True, True)

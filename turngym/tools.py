@@ -40,7 +40,9 @@ def _json_type(hint: Any, where: str) -> dict[str, Any]:
         inner = next(a for a in args if a is not type(None))
         schema = _json_type(inner, where)
         return {**schema, "type": [schema["type"], "null"]}
-    raise TypeError(f"{where}: unsupported tool parameter type {hint!r}; use str, int, float, bool, list or Literal")
+    raise TypeError(
+        f"{where}: unsupported tool parameter type {hint!r}; use str, int, float, bool, list or Literal"
+    )
 
 
 def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
@@ -89,7 +91,10 @@ def function_schema(fn: Callable[..., Any], name: str | None = None) -> dict[str
             schema["default"] = param.default
         properties[pname] = schema
     parameters = {"type": "object", "properties": properties, "required": required}
-    return {"type": "function", "function": {"name": name, "description": description, "parameters": parameters}}
+    return {
+        "type": "function",
+        "function": {"name": name, "description": description, "parameters": parameters},
+    }
 
 
 def _type_error(schema: dict[str, Any], value: Any) -> str | None:
@@ -104,7 +109,9 @@ def _type_error(schema: dict[str, Any], value: Any) -> str | None:
         "null": lambda v: v is None,
     }
     if not any(checks[t](value) for t in allowed):
-        return f"must be {' or '.join(allowed)}, got {_json_name(value)} {quote_action(json.dumps(value), 40)}"
+        return (
+            f"must be {' or '.join(allowed)}, got {_json_name(value)} {quote_action(json.dumps(value), 40)}"
+        )
     if "enum" in schema and value not in schema["enum"]:
         return f"must be one of {schema['enum']}, got {quote_action(str(value), 40)}"
     if isinstance(value, list):
@@ -208,7 +215,9 @@ def _call_from_json(text: str) -> ToolCall:
     try:
         obj = json.loads(_FENCE.sub(r"\1", text))
     except json.JSONDecodeError as exc:
-        raise ToolCallError(f"bad JSON in the tool call: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+        raise ToolCallError(
+            f"bad JSON in the tool call: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
     if isinstance(obj, list):
         if len(obj) != 1:
             raise ToolCallError(f"one tool call per turn, got a list of {len(obj)}")
@@ -216,7 +225,9 @@ def _call_from_json(text: str) -> ToolCall:
     if isinstance(obj, dict) and isinstance(obj.get("function"), dict):
         obj = obj["function"]  # an OpenAI `tool_calls` item
     if not isinstance(obj, dict):
-        raise ToolCallError(f"a tool call is a JSON object with `name` and `arguments`, got {_json_name(obj)}")
+        raise ToolCallError(
+            f"a tool call is a JSON object with `name` and `arguments`, got {_json_name(obj)}"
+        )
     name = obj.get("name")
     if not isinstance(name, str) or not name:
         raise ToolCallError("the tool call has no `name` (a string naming the tool)")
@@ -266,7 +277,9 @@ def parse_answer_set(text: str) -> set[str]:
     return {normalize_answer(i) for i in re.split(r"[,;\n]", stripped) if normalize_answer(i)}
 
 
-def check_answer(given: str, gold: str | tuple[str, ...], checker: str = "exact", tolerance: float = 1e-6) -> bool:
+def check_answer(
+    given: str, gold: str | tuple[str, ...], checker: str = "exact", tolerance: float = 1e-6
+) -> bool:
     """Does `given` match `gold`? `exact`: normalized text; `numeric`: within `tolerance` (absolute);
     `set`: the same items in any order."""
     if checker == "exact":
@@ -310,7 +323,9 @@ class ToolTask:
 
     def __post_init__(self) -> None:
         if self.checker not in CHECKERS:
-            raise ValueError(f"task {self.task_id}: unknown checker {self.checker!r}; valid: {list(CHECKERS)}")
+            raise ValueError(
+                f"task {self.task_id}: unknown checker {self.checker!r}; valid: {list(CHECKERS)}"
+            )
 
 
 TaskTable = tuple[tuple[ToolTask, ...], dict[str, tuple[int, ...]]]
@@ -321,7 +336,10 @@ def split_indices(num_tasks: int, test_fraction: float, seed: int) -> dict[str, 
     """A fixed, disjoint train/test split of `num_tasks` task indices."""
     order = np.random.default_rng(seed).permutation(num_tasks)
     num_test = round(num_tasks * test_fraction)
-    return {"test": tuple(sorted(order[:num_test].tolist())), "train": tuple(sorted(order[num_test:].tolist()))}
+    return {
+        "test": tuple(sorted(order[:num_test].tolist())),
+        "train": tuple(sorted(order[num_test:].tolist())),
+    }
 
 
 class ToolEnv(TextEnv):

@@ -63,9 +63,9 @@ def _walk(node: ast.AST) -> int | float:
         return _UNARY[type(node.op)](_walk(node.operand))
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _walk(node.left), _walk(node.right)
-        if isinstance(node.op, ast.Pow) and abs(right) > 1 and abs(left) > 1:
-            if abs(right) * math.log2(abs(left)) > MAX_INT_BITS:
-                raise ToolError("the result is too large")
+        too_big = abs(right) > 1 and abs(left) > 1 and abs(right) * math.log2(abs(left)) > MAX_INT_BITS
+        if isinstance(node.op, ast.Pow) and too_big:
+            raise ToolError("the result is too large")
         return _checked(_BINARY[type(node.op)](left, right))
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS:
         if node.keywords:
@@ -175,7 +175,9 @@ class CalcEnv(ToolEnv):
         "e), then give the final number as your answer, without units."
     )
     tool_names = ("calculate",)
-    success_definition = "the final answer equals the computed result (within the rounding the question asks for)"
+    success_definition = (
+        "the final answer equals the computed result (within the rounding the question asks for)"
+    )
 
     def task_table(self) -> TaskTable:
         return _task_table()

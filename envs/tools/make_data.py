@@ -28,7 +28,7 @@ CITIES = ("Lisbon", "Oslo", "Lagos", "Osaka", "Lima", "Perth", "Quebec", "Tunis"
 
 def _names(rng: np.random.Generator, n: int) -> list[str]:
     """n distinct 'First Last' names."""
-    pairs = [f"{f} {l}" for f in FIRST for l in LAST]
+    pairs = [f"{first} {last}" for first in FIRST for last in LAST]
     return [pairs[i] for i in rng.permutation(len(pairs))[:n]]
 
 
@@ -46,7 +46,16 @@ def _company(db: sqlite3.Connection, rng: np.random.Generator) -> None:
             PRIMARY KEY (employee_id, project_id));
         """
     )
-    departments = ("Engineering", "Sales", "Marketing", "Finance", "Support", "Research", "Legal", "Operations")
+    departments = (
+        "Engineering",
+        "Sales",
+        "Marketing",
+        "Finance",
+        "Support",
+        "Research",
+        "Legal",
+        "Operations",
+    )
     for i, name in enumerate(departments, 1):
         db.execute("INSERT INTO departments VALUES (?, ?, ?)", (i, name, str(rng.choice(CITIES[:6]))))
     for i, name in enumerate(_names(rng, 120), 1):
@@ -56,10 +65,16 @@ def _company(db: sqlite3.Connection, rng: np.random.Generator) -> None:
     codenames = ("Atlas", "Beacon", "Comet", "Delta", "Ember", "Falcon", "Glacier", "Harbor", "Iris",
                  "Juniper", "Kestrel", "Lumen", "Meridian", "Nova", "Orbit", "Pioneer")  # fmt: skip
     for i, name in enumerate(codenames, 1):
-        db.execute("INSERT INTO projects VALUES (?, ?, ?, ?)", (i, name, int(rng.integers(1, 9)), int(rng.integers(5, 200)) * 1000))
+        db.execute(
+            "INSERT INTO projects VALUES (?, ?, ?, ?)",
+            (i, name, int(rng.integers(1, 9)), int(rng.integers(5, 200)) * 1000),
+        )
     for employee in range(1, 121):
         for project in rng.choice(16, size=int(rng.integers(0, 4)), replace=False):
-            db.execute("INSERT INTO assignments VALUES (?, ?, ?)", (employee, int(project) + 1, int(rng.integers(2, 40)) * 5))
+            db.execute(
+                "INSERT INTO assignments VALUES (?, ?, ?)",
+                (employee, int(project) + 1, int(rng.integers(2, 40)) * 5),
+            )
 
 
 def _library(db: sqlite3.Connection, rng: np.random.Generator) -> None:
@@ -79,9 +94,34 @@ def _library(db: sqlite3.Connection, rng: np.random.Generator) -> None:
     countries = ("Brazil", "Canada", "Egypt", "France", "India", "Japan", "Kenya", "Norway")
     names = _names(rng, 100)
     for i, name in enumerate(names[:40], 1):
-        db.execute("INSERT INTO authors VALUES (?, ?, ?, ?)", (i, name, str(rng.choice(countries)), int(rng.integers(1920, 1995))))
-    adjectives = ("Silent", "Crimson", "Hidden", "Last", "Frozen", "Golden", "Broken", "Distant", "Quiet", "Wild")
-    nouns = ("River", "Garden", "Empire", "Letter", "Harbor", "Forest", "Mirror", "Winter", "Voyage", "Orchard")
+        db.execute(
+            "INSERT INTO authors VALUES (?, ?, ?, ?)",
+            (i, name, str(rng.choice(countries)), int(rng.integers(1920, 1995))),
+        )
+    adjectives = (
+        "Silent",
+        "Crimson",
+        "Hidden",
+        "Last",
+        "Frozen",
+        "Golden",
+        "Broken",
+        "Distant",
+        "Quiet",
+        "Wild",
+    )
+    nouns = (
+        "River",
+        "Garden",
+        "Empire",
+        "Letter",
+        "Harbor",
+        "Forest",
+        "Mirror",
+        "Winter",
+        "Voyage",
+        "Orchard",
+    )
     titles = [f"The {a} {n}" for a in adjectives for n in nouns]
     genres = ("Mystery", "Fantasy", "History", "Science", "Poetry", "Romance")
     for i, index in enumerate(rng.permutation(len(titles))[:90], 1):
@@ -91,7 +131,9 @@ def _library(db: sqlite3.Connection, rng: np.random.Generator) -> None:
     for i, name in enumerate(names[40:100], 1):
         db.execute("INSERT INTO members VALUES (?, ?, ?)", (i, name, str(rng.choice(CITIES[:5]))))
     for i in range(1, 301):
-        date = f"{int(rng.integers(2021, 2025))}-{int(rng.integers(1, 13)):02d}-{int(rng.integers(1, 29)):02d}"
+        date = (
+            f"{int(rng.integers(2021, 2025))}-{int(rng.integers(1, 13)):02d}-{int(rng.integers(1, 29)):02d}"
+        )
         row = (i, int(rng.integers(1, 91)), int(rng.integers(1, 61)), date, int(rng.random() < 0.85))
         db.execute("INSERT INTO loans VALUES (?, ?, ?, ?, ?)", row)
 
@@ -125,13 +167,23 @@ def _shop(db: sqlite3.Connection, rng: np.random.Generator) -> None:
             db.execute("INSERT INTO products VALUES (?, ?, ?, ?)", (product_id, item, category, price))
     countries = ("Chile", "Germany", "Ghana", "Mexico", "Spain", "Vietnam")
     for i, name in enumerate(_names(rng, 80), 1):
-        db.execute("INSERT INTO customers VALUES (?, ?, ?, ?)", (i, name, str(rng.choice(countries)), int(rng.integers(2018, 2025))))
+        db.execute(
+            "INSERT INTO customers VALUES (?, ?, ?, ?)",
+            (i, name, str(rng.choice(countries)), int(rng.integers(2018, 2025))),
+        )
     statuses = ("delivered", "delivered", "delivered", "shipped", "cancelled")
     for i in range(1, 251):
-        date = f"{int(rng.integers(2022, 2025))}-{int(rng.integers(1, 13)):02d}-{int(rng.integers(1, 29)):02d}"
-        db.execute("INSERT INTO orders VALUES (?, ?, ?, ?)", (i, int(rng.integers(1, 81)), date, str(rng.choice(statuses))))
+        date = (
+            f"{int(rng.integers(2022, 2025))}-{int(rng.integers(1, 13)):02d}-{int(rng.integers(1, 29)):02d}"
+        )
+        db.execute(
+            "INSERT INTO orders VALUES (?, ?, ?, ?)",
+            (i, int(rng.integers(1, 81)), date, str(rng.choice(statuses))),
+        )
         for product in rng.choice(product_id, size=int(rng.integers(1, 4)), replace=False):
-            db.execute("INSERT INTO order_items VALUES (?, ?, ?)", (i, int(product) + 1, int(rng.integers(1, 6))))
+            db.execute(
+                "INSERT INTO order_items VALUES (?, ?, ?)", (i, int(product) + 1, int(rng.integers(1, 6)))
+            )
 
 
 def write_databases(out_dir: Path) -> None:
@@ -152,7 +204,20 @@ SYLLABLES = ("bar", "cel", "dor", "fen", "gal", "hir", "kas", "lom", "mer", "nav
              "ros", "sul", "tav", "ur", "vel", "wim", "zan", "ael", "bri", "cor", "dra", "eth", "mil")  # fmt: skip
 INDUSTRIES = ("robotics", "shipping", "textile", "software", "mining", "pharmaceutical", "aerospace", "food")
 PROFESSIONS = ("engineer", "chemist", "architect", "economist", "pilot", "designer", "geologist", "lawyer")
-CURRENCIES = ("crown", "mark", "florin", "dinar", "peso", "ducat", "real", "taler", "lira", "rand", "shilling", "guilder")
+CURRENCIES = (
+    "crown",
+    "mark",
+    "florin",
+    "dinar",
+    "peso",
+    "ducat",
+    "real",
+    "taler",
+    "lira",
+    "rand",
+    "shilling",
+    "guilder",
+)
 SUFFIXES = ("Industries", "Systems", "Works", "Labs", "Group", "Dynamics", "Holdings", "Partners")
 
 
@@ -191,13 +256,15 @@ def make_corpus() -> dict:
             f"Its currency is the {country} {CURRENCIES[i]}. It has {int(rng.integers(2, 90))} million inhabitants.")  # fmt: skip
     for city in cities:
         add("city", city, f"{city} is a city in {city_country[city]}. It has about "
-            f"{int(rng.integers(20, 2000)) * 1000} inhabitants and a {str(rng.choice(('harbor', 'university', 'cathedral', 'market')))}.")  # fmt: skip
+            f"{int(rng.integers(20, 2000)) * 1000} inhabitants and a {rng.choice(('harbor', 'university', 'cathedral', 'market'))!s}.")  # fmt: skip
     years = {}
     for i, company in enumerate(companies):
         years[company] = int(rng.integers(1890, 2020))
         add("company", company, f"{company} is a {INDUSTRIES[i % len(INDUSTRIES)]} company founded in "
-            f"{years[company]} by {founder[company]}. Its headquarters are in {str(rng.choice(cities))}.")  # fmt: skip
-    hq = {d["title"]: d["text"].rsplit(" in ", 1)[1].rstrip(".") for d in docs if d["id"].startswith("company")}
+            f"{years[company]} by {founder[company]}. Its headquarters are in {rng.choice(cities)!s}.")  # fmt: skip
+    hq = {
+        d["title"]: d["text"].rsplit(" in ", 1)[1].rstrip(".") for d in docs if d["id"].startswith("company")
+    }
     founded = {p: c for c, p in founder.items()}
     for person in people:
         job = f"founded {founded[person]}" if person in founded else f"works for {employer[person]}"
@@ -207,7 +274,10 @@ def make_corpus() -> dict:
             f"{int(rng.integers(1940, 2000))}. {person.split()[0]} {job}.")  # fmt: skip
 
     def hop(title: str) -> list[dict]:
-        return [{"name": "search", "arguments": {"query": title}}, {"name": "open", "arguments": {"doc_id": doc_id[title]}}]
+        return [
+            {"name": "search", "arguments": {"query": title}},
+            {"name": "open", "arguments": {"doc_id": doc_id[title]}},
+        ]
 
     tasks = []
     for company in companies[:50]:

@@ -64,9 +64,7 @@ class SandboxResult:
             status = f"killed: wall-clock limit of {limits.wall_seconds:g} s reached"
         elif self.exit_code > 128:
             name = signal.Signals(self.exit_code - 128).name if self.exit_code - 128 < 65 else "?"
-            status = (
-                f"killed by {name} (CPU-time limit {limits.cpu_seconds} s, or another resource limit)"
-            )
+            status = f"killed by {name} (CPU-time limit {limits.cpu_seconds} s, or another resource limit)"
         else:
             status = f"exit code {self.exit_code}"
         parts = [status]
@@ -136,7 +134,9 @@ def sandbox_problem() -> str | None:
     try:
         result = run_python("print(6 * 7)")
     except SandboxUnavailableError as exc:
-        return f"the Python sandbox cannot be built here ({exc}); it needs root or unprivileged user namespaces"
+        return (
+            f"the Python sandbox cannot be built here ({exc}); it needs root or unprivileged user namespaces"
+        )
     if result.stdout.strip() != "42":
         return f"the Python sandbox failed a trial run: {result.describe(SandboxLimits())[:200]}"
     return None

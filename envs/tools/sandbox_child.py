@@ -42,7 +42,10 @@ def check(result: int, what: str) -> None:
 def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     check(
         libc.mount(
-            source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
+            source.encode(),
+            target.encode(),
+            fstype.encode() if fstype else None,
+            flags,
             data.encode() if data else None,
         ),
         f"mount {source} on {target}",
@@ -132,7 +135,7 @@ def init(code: str, config: dict, as_root: bool) -> int:
     if pid == 0:
         try:
             run_user_code(code, config, as_root)
-        except BaseException as exc:  # noqa: BLE001  (report and exit; never return into init)
+        except BaseException as exc:
             os.write(2, f"sandbox setup failed: {exc}\n".encode())
         os._exit(SETUP_FAILED)
     _, status = os.waitpid(pid, 0)
@@ -158,7 +161,7 @@ def main() -> None:
     if pid == 0:
         try:
             status = init(code, config, as_root)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             os.write(2, f"sandbox setup failed: {exc}\n".encode())
             status = SETUP_FAILED
         os._exit(status if status >= 0 else 128 - status)

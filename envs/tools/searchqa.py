@@ -24,7 +24,9 @@ class FullTextIndex:
     def __init__(self, docs: list[dict[str, str]]) -> None:
         self._db = sqlite3.connect(":memory:", check_same_thread=False)
         self._db.execute("CREATE VIRTUAL TABLE docs USING fts5(id UNINDEXED, title, text, tokenize='porter')")
-        self._db.executemany("INSERT INTO docs VALUES (?, ?, ?)", [(d["id"], d["title"], d["text"]) for d in docs])
+        self._db.executemany(
+            "INSERT INTO docs VALUES (?, ?, ?)", [(d["id"], d["title"], d["text"]) for d in docs]
+        )
         self._lock = threading.Lock()
 
     def search(self, query: str, k: int = 5) -> list[tuple[str, str, str]]:
@@ -101,5 +103,7 @@ class SearchQAEnv(ToolEnv):
         """
         docs = _corpus()[0]
         if doc_id not in docs:
-            raise ToolError(f"no document {doc_id[:40]!r}.{did_you_mean(doc_id, docs)} Ids come from `search` results.")
+            raise ToolError(
+                f"no document {doc_id[:40]!r}.{did_you_mean(doc_id, docs)} Ids come from `search` results."
+            )
         return f"{docs[doc_id]['title']}\n{docs[doc_id]['text']}"

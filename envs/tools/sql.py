@@ -22,10 +22,14 @@ MAX_TASKS_PER_TEMPLATE = 10
 _ALLOWED_ACTIONS = frozenset(
     {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
 )
-_READ_PRAGMAS = frozenset({"table_info", "table_xinfo", "table_list", "index_list", "index_info", "foreign_key_list"})
+_READ_PRAGMAS = frozenset(
+    {"table_info", "table_xinfo", "table_list", "index_list", "index_info", "foreign_key_list"}
+)
 
 
-def _authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
+def _authorizer(
+    action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None
+) -> int:
     if action in _ALLOWED_ACTIONS:
         return sqlite3.SQLITE_OK
     if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() in _READ_PRAGMAS:
@@ -33,7 +37,9 @@ def _authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None
     return sqlite3.SQLITE_DENY
 
 
-def run_query(database: Path, sql: str, max_rows: int = 50, timeout_s: float = 1.0) -> tuple[list[str], list[tuple]]:
+def run_query(
+    database: Path, sql: str, max_rows: int = 50, timeout_s: float = 1.0
+) -> tuple[list[str], list[tuple]]:
     """(column names, up to `max_rows` + 1 rows) of a read-only query; `ToolError` on any failure."""
     db = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
     try:
@@ -172,7 +178,9 @@ def _task_table() -> TaskTable:
     rng = np.random.default_rng(TASK_SEED)
     tasks = []
     for template in TEMPLATES:
-        _, candidates = run_query(DATA_DIR / f"{template.database}.sqlite", template.params_sql, max_rows=10_000)
+        _, candidates = run_query(
+            DATA_DIR / f"{template.database}.sqlite", template.params_sql, max_rows=10_000
+        )
         made = 0
         for index in rng.permutation(len(candidates)):
             params = tuple(str(v) for v in candidates[index])
@@ -208,7 +216,9 @@ class SQLEnv(ToolEnv):
         "Answer with a number, a name, or for lists a JSON list of the names."
     )
     tool_names = ("query",)
-    success_definition = "the final answer matched the gold query's result (numbers within the asked rounding; lists as sets)"
+    success_definition = (
+        "the final answer matched the gold query's result (numbers within the asked rounding; lists as sets)"
+    )
 
     def __init__(self, max_rows: int = 50, timeout_s: float = 1.0, render_mode: str | None = None) -> None:
         super().__init__(render_mode=render_mode)

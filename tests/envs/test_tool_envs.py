@@ -104,7 +104,9 @@ def test_searchqa_gold_documents_hold_the_answer():
         outputs = _gold_outputs(env, task_id)
         assert env.task.answer in outputs[-1]
         for search, call in zip(outputs[::2], env.task.gold_calls[1::2]):
-            assert f"[{call.arguments['doc_id']}]" in search.splitlines()[0]  # the entity's own doc ranks first
+            assert (
+                f"[{call.arguments['doc_id']}]" in search.splitlines()[0]
+            )  # the entity's own doc ranks first
 
 
 def test_calc_gold_expression_gives_the_answer():
@@ -159,10 +161,21 @@ def test_sql_introspection_row_and_time_limits():
     _, rows = run_query(path, "SELECT * FROM employees", max_rows=5)
     assert len(rows) == 6  # one past the limit, so the tool can say it cut the result
     with pytest.raises(ToolError, match="time limit"):
-        run_query(path, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT COUNT(*) FROM c", timeout_s=0.2)
+        run_query(
+            path,
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT COUNT(*) FROM c",
+            timeout_s=0.2,
+        )
     env = SQLEnv(max_rows=3)
     env.reset(seed=0)
-    obs, *_ = env.step(json.dumps({"name": "query", "arguments": {"sql": "SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4"}}))
+    obs, *_ = env.step(
+        json.dumps(
+            {
+                "name": "query",
+                "arguments": {"sql": "SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4"},
+            }
+        )
+    )
     assert obs.splitlines()[-1] == "(only the first 3 rows are shown)"
 
 
@@ -211,7 +224,9 @@ def test_shipped_data_is_what_make_data_generates(tmp_path):
     for name in make_data.DATABASES:
         dumps = [list(sqlite3.connect(d / f"{name}.sqlite").iterdump()) for d in (tmp_path, DATA_DIR)]
         assert dumps[0] == dumps[1], name
-    assert json.loads((tmp_path / "searchqa.json").read_text()) == json.loads((DATA_DIR / "searchqa.json").read_text())
+    assert json.loads((tmp_path / "searchqa.json").read_text()) == json.loads(
+        (DATA_DIR / "searchqa.json").read_text()
+    )
 
 
 def test_set_answers_round_trip():
