@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 CHILD = Path(__file__).with_name("sandbox_child.py")
-SETUP_FAILED = 125  # sandbox_child's exit status when the sandbox cannot be built
 
 
 class SandboxUnavailableError(RuntimeError):
@@ -89,6 +88,7 @@ def run_python(code: str, limits: SandboxLimits = SandboxLimits()) -> SandboxRes
             "root": str(root),
             "python": python,
             "python_home": os.path.realpath(sys.base_prefix),
+            "error_file": str(base / "setup_error"),  # only the launcher writes here, never the code
             "limits": asdict(limits),
         }
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
@@ -111,8 +111,9 @@ def run_python(code: str, limits: SandboxLimits = SandboxLimits()) -> SandboxRes
                 proc.wait()
             stdout, cut_out = _read(out, limits.output_chars)
             stderr, cut_err = _read(err, limits.output_chars)
-        if proc.returncode == SETUP_FAILED and stderr.startswith("sandbox setup failed"):
-            raise SandboxUnavailableError(stderr.strip().splitlines()[-1])
+        setup_error = (base / "setup_error").read_text() if (base / "setup_error").exists() else ""
+        if setup_error:
+            raise SandboxUnavailableError(setup_error.strip())
         exit_code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
         return SandboxResult(exit_code, stdout, stderr, timed_out, cut_out or cut_err)
     finally:

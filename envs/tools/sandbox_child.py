@@ -1,11 +1,15 @@
 """The sandbox's launcher, run as `python -I -S sandbox_child.py CONFIG_JSON` with the code on stdin.
 
+Setup errors go to `config["error_file"]` through a close-on-exec descriptor, which the user's code
+never holds, so no code can pass itself off as a broken sandbox.
+
 Stdlib only (it runs without site-packages). Steps: unshare the mount, network, PID, IPC and UTS
 namespaces (plus a user namespace when not root); fork the namespace's init, which builds a fresh
 root (a tmpfs holding read-only binds of the Python install and the shared libraries, /dev/null,
 /dev/urandom, an empty writable /work and /tmp), pivots into it and detaches the host's root; the
 init forks the user process, which sets the rlimits, drops to uid/gid `nobody` (or, without root,
-into a nested unmapped user namespace), sets no_new_privs and execs Python on the code.
+into a nested unmapped user namespace), sets no_new_privs, loads a seccomp filter (libseccomp) and
+execs Python on the code.
 When the init exits (the user process ended or was killed) the kernel kills every process left in
 the PID namespace, so nothing the code started outlives the run.
 """
@@ -28,9 +32,82 @@ MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 NOBODY = 65534
-SETUP_FAILED = 125  # exit status: the sandbox could not be built (the parent raises)
+SETUP_FAILED = 125  # exit status when the sandbox could not be built (the error file says why)
+EPERM, ENOSYS, AF_UNIX = 1, 38, 1
+SCMP_ACT_ALLOW, SCMP_ACT_ERRNO = 0x7FFF0000, 0x00050000
+SCMP_CMP_NE, SCMP_CMP_MASKED_EQ = 1, 7
+CLONE_NEW_FLAGS = (
+    CLONE_NEWNS,
+    CLONE_NEWUTS,
+    CLONE_NEWIPC,
+    CLONE_NEWUSER,
+    CLONE_NEWPID,
+    CLONE_NEWNET,
+    0x02000000,
+)
+# System calls the code never needs and that widen the kernel's attack surface or undo the
+# namespaces: they fail with EPERM. (Everything else is allowed; this is a deny list.)
+DENIED_SYSCALLS = (
+    "unshare", "setns", "mount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "fsopen",
+    "fsmount", "fspick", "mount_setattr", "ptrace", "process_vm_readv", "process_vm_writev", "bpf",
+    "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key", "io_uring_setup",
+    "io_uring_enter", "io_uring_register", "kexec_load", "kexec_file_load", "init_module",
+    "finit_module", "delete_module", "open_by_handle_at", "name_to_handle_at", "personality", "acct",
+    "swapon", "swapoff", "reboot", "syslog", "quotactl", "fanotify_init", "sethostname",
+    "setdomainname", "iopl", "ioperm", "vhangup", "lookup_dcookie",
+)  # fmt: skip
 
 libc = ctypes.CDLL(None, use_errno=True)
+
+
+class ArgCmp(ctypes.Structure):
+    """libseccomp's `struct scmp_arg_cmp`."""
+
+    _fields_ = (("arg", ctypes.c_uint), ("op", ctypes.c_int), ("a", ctypes.c_uint64), ("b", ctypes.c_uint64))
+
+
+def load_libseccomp() -> ctypes.CDLL:
+    lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+    lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_init.argtypes = (ctypes.c_uint32,)
+    lib.seccomp_syscall_resolve_name.argtypes = (ctypes.c_char_p,)
+    lib.seccomp_rule_add_array.argtypes = (
+        ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(ArgCmp),
+    )  # fmt: skip
+    lib.seccomp_load.argtypes = (ctypes.c_void_p,)
+    lib.seccomp_release.argtypes = (ctypes.c_void_p,)
+    return lib
+
+
+def install_seccomp(lib: ctypes.CDLL) -> None:
+    """Deny `DENIED_SYSCALLS`, `clone` with any CLONE_NEW* flag, `clone3` (ENOSYS, so libc falls back
+    to `clone`) and sockets other than AF_UNIX; syscalls of another ABI (x32, i386) kill the process
+    (libseccomp's default for a foreign architecture)."""
+    ctx = lib.seccomp_init(SCMP_ACT_ALLOW)
+    if not ctx:
+        raise OSError("seccomp_init failed")
+
+    def rule(name: str, errno: int, *cmps: ArgCmp) -> None:
+        number = lib.seccomp_syscall_resolve_name(name.encode())
+        if number < 0:  # no such system call on this architecture
+            return
+        array = (ArgCmp * len(cmps))(*cmps) if cmps else None
+        result = lib.seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO | errno, number, len(cmps), array)
+        if result != 0:
+            raise OSError(-result, f"seccomp rule for {name}: {os.strerror(-result)}")
+
+    try:
+        for name in DENIED_SYSCALLS:
+            rule(name, EPERM)
+        for flag in CLONE_NEW_FLAGS:
+            rule("clone", EPERM, ArgCmp(0, SCMP_CMP_MASKED_EQ, flag, flag))
+        rule("clone3", ENOSYS)
+        rule("socket", EPERM, ArgCmp(0, SCMP_CMP_NE, AF_UNIX, 0))
+        result = lib.seccomp_load(ctx)
+        if result != 0:
+            raise OSError(-result, f"seccomp_load: {os.strerror(-result)}")
+    finally:
+        lib.seccomp_release(ctx)
 
 
 def check(result: int, what: str) -> None:
@@ -110,7 +187,7 @@ def set_limits(limits: dict) -> None:
         resource.setrlimit(getattr(resource, name), (value, value))
 
 
-def run_user_code(code: str, config: dict, as_root: bool) -> None:
+def run_user_code(code: str, config: dict, as_root: bool, seccomp: ctypes.CDLL) -> None:
     """In the init's child: limits, drop privileges, exec Python on the code. Never returns."""
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
@@ -122,31 +199,48 @@ def run_user_code(code: str, config: dict, as_root: bool) -> None:
     else:
         check(libc.unshare(CLONE_NEWUSER), "unshare a nested user namespace")  # caps only in an empty ns
     check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    install_seccomp(seccomp)
     os.chdir("/work")
     env = {"PATH": "/nonexistent", "HOME": "/work", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
     os.execve(config["python"], [config["python"], "-I", "-S", "-B", "-c", code], env)
 
 
-def init(code: str, config: dict, as_root: bool) -> int:
+def report_setup_failure(error_fd: int, exc: BaseException) -> None:
+    os.write(error_fd, f"sandbox setup failed: {exc}\n".encode())
+    os._exit(SETUP_FAILED)
+
+
+def wait_for_exit(pid: int) -> int:
+    """The exit code of `pid` (negative: killed by that signal). A child that stops (e.g. it made
+    itself traced) is killed rather than waited for forever."""
+    while True:
+        _, status = os.waitpid(pid, 0)
+        if os.WIFSTOPPED(status):
+            os.kill(pid, signal.SIGKILL)
+            continue
+        return os.waitstatus_to_exitcode(status)
+
+
+def init(code: str, config: dict, as_root: bool, seccomp: ctypes.CDLL, error_fd: int) -> int:
     """PID 1 of the new namespace: build the root, run the user process, pass on its status."""
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # die with the launcher (wall-clock kill)
     build_root(config["root"], config["limits"]["disk_mb"], config["python_home"], as_root)
     pid = os.fork()
     if pid == 0:
         try:
-            run_user_code(code, config, as_root)
-        except BaseException as exc:
-            os.write(2, f"sandbox setup failed: {exc}\n".encode())
-        os._exit(SETUP_FAILED)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+            run_user_code(code, config, as_root, seccomp)
+        except BaseException as exc:  # never return into the init's code
+            report_setup_failure(error_fd, exc)
+    return wait_for_exit(pid)
 
 
 def main() -> None:
     config = json.loads(sys.argv[1])
     code = sys.stdin.buffer.read().decode("utf-8", "replace")
     as_root = os.geteuid() == 0
+    error_fd = os.open(config["error_file"], os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
+        seccomp = load_libseccomp()  # before the pivot: found through the host's library paths
         flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
         uid, gid = os.getuid(), os.getgid()
         check(libc.unshare(flags | (0 if as_root else CLONE_NEWUSER)), "unshare namespaces")
@@ -155,19 +249,16 @@ def main() -> None:
                 with open(f"/proc/self/{name}", "w") as f:
                     f.write(text)
     except OSError as exc:
-        os.write(2, f"sandbox setup failed: {exc}\n".encode())
-        os._exit(SETUP_FAILED)
+        report_setup_failure(error_fd, exc)
     pid = os.fork()
     if pid == 0:
         try:
-            status = init(code, config, as_root)
+            status = init(code, config, as_root, seccomp, error_fd)
         except BaseException as exc:
-            os.write(2, f"sandbox setup failed: {exc}\n".encode())
-            status = SETUP_FAILED
+            report_setup_failure(error_fd, exc)
         os._exit(status if status >= 0 else 128 - status)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    os._exit(code if code >= 0 else 128 - code)
+    status = wait_for_exit(pid)
+    os._exit(status if status >= 0 else 128 - status)
 
 
 if __name__ == "__main__":
