@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -227,3 +229,34 @@ def test_seccomp_denies_new_namespaces_inet_sockets_and_kernel_attack_surface():
     )
     result = run_python(code)
     assert result.stdout.splitlines() == ["1 1", "1", "1", "1", "1", "1", "ok", "7"], result.describe(FAST)
+
+
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not SYSTEM_PYTHON.exists() or not Path("/usr/bin/setpriv").exists(),
+    reason="needs root (to become nobody), /usr/bin/setpriv and /usr/bin/python3",
+)
+def test_without_root_the_sandbox_uses_a_user_namespace():
+    # sandbox.py is stdlib only, so nobody can run it with the system Python from a readable copy
+    # (in a directory nobody can reach: pytest's tmp_path sits under a root-only directory).
+    with tempfile.TemporaryDirectory() as directory:
+        _run_as_nobody(Path(directory))
+
+
+def _run_as_nobody(tmp_path: Path) -> None:
+    for name in ("sandbox.py", "sandbox_child.py"):
+        (tmp_path / name).write_text((ROOT / "envs" / "tools" / name).read_text())
+    tmp_path.chmod(0o755)
+    script = (
+        "import sys\nsys.path.insert(0, sys.argv[1])\nfrom sandbox import run_python\n"
+        "code = (\"import os, ctypes\\ntry:\\n    open('/etc/passwd')\\nexcept OSError as exc:\\n    print(type(exc).__name__)\\n\"\n"
+        '        "print(ctypes.CDLL(None, use_errno=True).unshare(0x10000000), ctypes.get_errno(), os.getuid())")\n'
+        "print(run_python(code).stdout, end='')\n"
+    )
+    result = subprocess.run(
+        ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(SYSTEM_PYTHON), "-c", script, str(tmp_path)],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.stdout == "FileNotFoundError\n-1 1 65534\n", result.stderr[-500:]
