@@ -245,3 +245,11 @@ def test_tool_env_expert_and_splits():
     assert env.expert_action() == "<answer>2</answer>"
     *_, info = env.step(env.expert_action())
     assert info["success"] and env.expert_action() is None
+
+
+def test_method_schemas_skip_self_and_are_cached_per_class():
+    assert function_schema(AddEnv.add) == function_schema(AddEnv().add)
+    assert "self" not in function_schema(AddEnv.add)["function"]["parameters"]["properties"]
+    tools = AddEnv().tools
+    tools[0]["function"]["name"] = "changed"  # a caller's copy: the cached schemas stay intact
+    assert AddEnv().tools[0]["function"]["name"] == "add"

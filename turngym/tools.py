@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import inspect
 import json
 import math
@@ -71,13 +73,16 @@ def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
 
 def function_schema(fn: Callable[..., Any], name: str | None = None) -> dict[str, Any]:
     """The OpenAI function-calling schema of `fn`, from its type hints and Google-style docstring:
-    `{"type": "function", "function": {"name", "description", "parameters"}}`."""
+    `{"type": "function", "function": {"name", "description", "parameters"}}`. A method's `self`
+    (bound or not) is not a parameter."""
     name = name or fn.__name__
     hints = typing.get_type_hints(fn)
     description, arg_docs = _parse_docstring(inspect.getdoc(fn) or "")
     properties: dict[str, Any] = {}
     required: list[str] = []
     for pname, param in inspect.signature(fn).parameters.items():
+        if pname == "self":
+            continue
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise TypeError(f"tool {name}: *args/**kwargs cannot be described by a schema")
         if pname not in hints:
@@ -389,7 +394,7 @@ class ToolEnv(TextEnv):
     @property
     def tools(self) -> list[dict[str, Any]]:
         """The tools' OpenAI function-calling schemas."""
-        return [function_schema(fn, name) for name, fn in self.tool_functions().items()]
+        return copy.deepcopy(list(_tool_schemas(type(self)).values()))
 
     @property
     def instructions(self) -> str:
@@ -450,9 +455,9 @@ class ToolEnv(TextEnv):
             parsed = parse_tool_action(action)
         except ToolCallError as exc:
             return f"Invalid action: {exc}.", False, None
+        schemas = _tool_schemas(type(self))
         if isinstance(parsed, ToolCall) and parsed.name == "submit":
-            schema = function_schema(self.submit)
-            error = validate_arguments(schema, parsed.arguments)
+            error = validate_arguments(schemas["submit"], parsed.arguments)
             if error:
                 return f"Invalid action: {error}.", False, "submit"
             parsed = FinalAnswer(str(parsed.arguments["answer"]))
@@ -470,7 +475,7 @@ class ToolEnv(TextEnv):
                 False,
                 None,
             )
-        error = validate_arguments(function_schema(functions[parsed.name], parsed.name), parsed.arguments)
+        error = validate_arguments(schemas[parsed.name], parsed.arguments)
         if error:
             return f"Invalid action: {error}.", False, parsed.name
         try:
@@ -487,6 +492,12 @@ class ToolEnv(TextEnv):
         if self.num_tool_calls < len(self.task.gold_calls):
             return self.task.gold_calls[self.num_tool_calls].to_action()
         return f"<answer>{format_answer(self.task.answer)}</answer>"
+
+
+@functools.cache
+def _tool_schemas(cls: type[ToolEnv]) -> dict[str, dict[str, Any]]:
+    """Each tool's schema, built once per class (introspection costs more than a tool call)."""
+    return {name: function_schema(getattr(cls, name), name) for name in (*cls.tool_names, "submit")}
 
 
 def format_answer(answer: str | tuple[str, ...]) -> str:
