@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import secrets
 from typing import NamedTuple
 
@@ -10,6 +11,13 @@ from turngym.envs.tools.sandbox import SandboxLimits, SandboxUnavailableError, r
 from turngym.tools import TaskTable, ToolCall, ToolEnv, ToolTask, split_indices
 
 SPLIT_SEED = 20261127  # fixes the train/test split; never change it
+_FENCE = re.compile(r"^\s*```[a-zA-Z0-9]*\n(.*?)\n?```\s*$", re.DOTALL)
+
+
+def strip_code_fence(code: str) -> str:
+    """The code inside one surrounding Markdown fence (```python ... ```), which models often add."""
+    match = _FENCE.match(code)
+    return match.group(1) if match else code
 
 
 class Problem(NamedTuple):
@@ -133,7 +141,7 @@ class PythonEnv(ToolEnv):
         Args:
             code: A complete Python program; print what you want to see.
         """
-        return run_python(code, self.limits).describe(self.limits)
+        return run_python(strip_code_fence(code), self.limits).describe(self.limits)
 
     def submit(self, answer: str) -> str:
         """Submit your solution; hidden tests check it and the episode ends.
@@ -148,6 +156,7 @@ class PythonEnv(ToolEnv):
         code cannot know (a fresh random token), and the process exits 0."""
         marker = f"tests passed {secrets.token_hex(8)}"
         tests = PROBLEMS[self.task_index].tests
-        program = f"exec(compile({answer!r}, '<solution>', 'exec'))\n{tests}\nprint({marker!r})\n"
+        solution = strip_code_fence(answer)
+        program = f"exec(compile({solution!r}, '<solution>', 'exec'))\n{tests}\nprint({marker!r})\n"
         result = run_python(program, self.limits)
         return result.ok and result.stdout.rstrip().endswith(marker)

@@ -6,8 +6,8 @@ never holds, so no code can pass itself off as a broken sandbox.
 Stdlib only (it runs without site-packages). Steps: unshare the mount, network, PID, IPC and UTS
 namespaces (plus a user namespace when not root); fork the namespace's init, which builds a fresh
 root (a tmpfs holding read-only binds of the Python install and the shared libraries, /dev/null,
-/dev/urandom, an empty writable /work and /tmp), pivots into it and detaches the host's root; the
-init forks the user process, which sets the rlimits, drops to uid/gid `nobody` (or, without root,
+/dev/urandom, an empty writable /work and /tmp, the code as a read-only /main.py), pivots into it
+and detaches the host's root; the init forks the user process, which sets the rlimits, drops to uid/gid `nobody` (or, without root,
 into a nested unmapped user namespace), sets no_new_privs, loads a seccomp filter (libseccomp) and
 execs Python on the code.
 When the init exits (the user process ended or was killed) the kernel kills every process left in
@@ -187,7 +187,7 @@ def set_limits(limits: dict) -> None:
         resource.setrlimit(getattr(resource, name), (value, value))
 
 
-def run_user_code(code: str, config: dict, as_root: bool, seccomp: ctypes.CDLL) -> None:
+def run_user_code(config: dict, as_root: bool, seccomp: ctypes.CDLL) -> None:
     """In the init's child: limits, drop privileges, exec Python on the code. Never returns."""
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
@@ -202,7 +202,7 @@ def run_user_code(code: str, config: dict, as_root: bool, seccomp: ctypes.CDLL) 
     install_seccomp(seccomp)
     os.chdir("/work")
     env = {"PATH": "/nonexistent", "HOME": "/work", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
-    os.execve(config["python"], [config["python"], "-I", "-S", "-B", "-c", code], env)
+    os.execve(config["python"], [config["python"], "-I", "-S", "-B", "/main.py"], env)
 
 
 def report_setup_failure(error_fd: int, exc: BaseException) -> None:
@@ -225,10 +225,13 @@ def init(code: str, config: dict, as_root: bool, seccomp: ctypes.CDLL, error_fd:
     """PID 1 of the new namespace: build the root, run the user process, pass on its status."""
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # die with the launcher (wall-clock kill)
     build_root(config["root"], config["limits"]["disk_mb"], config["python_home"], as_root)
+    with open("/main.py", "w", encoding="utf-8") as f:  # a file, not `-c`: no argument-size limit
+        f.write(code)
+    os.chmod("/main.py", 0o444)
     pid = os.fork()
     if pid == 0:
         try:
-            run_user_code(code, config, as_root, seccomp)
+            run_user_code(config, as_root, seccomp)
         except BaseException as exc:  # never return into the init's code
             report_setup_failure(error_fd, exc)
     return wait_for_exit(pid)

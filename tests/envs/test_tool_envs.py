@@ -116,6 +116,17 @@ def test_calc_gold_expression_gives_the_answer():
         assert check_answer(output, env.task.answer, "numeric", env.task.tolerance)
 
 
+@needs_sandbox
+def test_python_answers_in_a_markdown_fence_are_accepted_and_wrong_code_fails():
+    env = _python_env()
+    env.reset(options={"task_id": "python-000-fizzbuzz"})
+    fenced = f"```python\n{env.task.answer}```"
+    assert env.check(fenced) and not env.check("def fizzbuzz(n):\n    return []\n")
+    assert not env.check("print('tests passed')\nimport os\nos._exit(0)")  # a forged marker fails
+    obs, *_ = env.step(json.dumps({"name": "run_python", "arguments": {"code": "```py\nprint(2 + 2)\n```"}}))
+    assert obs == "exit code 0\nstdout:\n4"
+
+
 # ------------------------------------------------------------------ SQL safety
 
 
