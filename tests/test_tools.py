@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -98,6 +100,7 @@ CALL = ToolCall("lookup", {"city": "Oslo", "year": 2020})
         '[{"name": "lookup", "parameters": {"city": "Oslo", "year": 2020}}]',
         '```json\n{"name": "lookup", "arguments": {"city": "Oslo", "year": 2020}}\n```',
         'Thought: the weather.\nAction: {"name": "lookup", "arguments": {"city": "Oslo", "year": 2020}}',
+        '{"name": "lookup", "arguments": {"city": "Oslo", "year": 2020}}\nI will wait for the result.',
     ],
 )
 def test_every_call_format_parses(action):
@@ -253,3 +256,12 @@ def test_method_schemas_skip_self_and_are_cached_per_class():
     tools = AddEnv().tools
     tools[0]["function"]["name"] = "changed"  # a caller's copy: the cached schemas stay intact
     assert AddEnv().tools[0]["function"]["name"] == "add"
+
+
+def test_readme_tool_env_example_runs():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    [example] = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "class AddEnv(ToolEnv)" in b]
+    namespace: dict = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    env = namespace["env"]
+    assert env.done and env.succeeded and env.tools[0]["function"]["name"] == "add"

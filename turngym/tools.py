@@ -209,16 +209,14 @@ def parse_tool_action(action: str) -> ToolCall | FinalAnswer:
         raise ToolCallError(
             'no tool call or answer found: send {"name": ..., "arguments": {...}} or <answer>...</answer>'
         )
-    try:
-        json.loads(stripped)
-    except json.JSONDecodeError:
-        stripped = stripped[stripped.index("{") : stripped.rindex("}") + 1] if "}" in stripped else stripped
+    if not stripped.startswith("[") and "}" in stripped:  # reasoning before or after the JSON object
+        stripped = stripped[stripped.index("{") : stripped.rindex("}") + 1]
     return _call_from_json(stripped)
 
 
 def _call_from_json(text: str) -> ToolCall:
     try:
-        obj = json.loads(_FENCE.sub(r"\1", text))
+        obj = json.loads(_FENCE.sub(r"\1", text.strip()))
     except json.JSONDecodeError as exc:
         raise ToolCallError(
             f"bad JSON in the tool call: {exc.msg} (line {exc.lineno}, column {exc.colno})"

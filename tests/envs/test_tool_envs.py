@@ -127,6 +127,19 @@ def test_python_answers_in_a_markdown_fence_are_accepted_and_wrong_code_fails():
     assert obs == "exit code 0\nstdout:\n4"
 
 
+@needs_sandbox
+def test_every_python_problem_rejects_a_stub():
+    from turngym.envs.tools.coding import PROBLEMS
+    from turngym.envs.tools.sandbox import run_python
+
+    checks = []
+    for p in PROBLEMS:
+        stub_and_tests = f"def {p.name}(*args, **kwargs):\n    return None\n{p.tests}"
+        checks.append(f"try:\n    exec({stub_and_tests!r}, {{}})\nexcept Exception:\n    rejected += 1\n")
+    program = "rejected = 0\n" + "".join(checks) + "print(rejected)"
+    assert run_python(program).stdout == f"{len(PROBLEMS)}\n"
+
+
 # ------------------------------------------------------------------ SQL safety
 
 
