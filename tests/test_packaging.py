@@ -43,6 +43,12 @@ def test_built_wheel_contains_the_mapped_packages(tmp_path):
         "turngym/envs/keydoor.py",
         "turngym/agents/scripted.py",
         "turngym/trainers/__init__.py",
+        "turngym/tools.py",
+        "turngym/envs/tools/sandbox_child.py",
+        "turngym/envs/tools/data/company.sqlite",
+        "turngym/envs/tools/data/library.sqlite",
+        "turngym/envs/tools/data/shop.sqlite",
+        "turngym/envs/tools/data/searchqa.json",
     ):
         assert module in names
     top_level = {name.split("/")[0] for name in names}

@@ -10,6 +10,7 @@ from turngym.prompts import build_conversation, parse_react_action
 from turngym.registry import list_envs, make, register, spec
 from turngym.rollout import Agent, LiveEpisode, rollout
 from turngym.storage import JsonlWriter, read_trajectories, write_trajectories
+from turngym.tools import ToolCall, ToolEnv, ToolError, ToolTask, function_schema, parse_tool_action
 from turngym.types import Conversation, Message, Trajectory, Turn, to_dataset
 
 __version__ = "0.1.0"
@@ -27,6 +28,10 @@ __all__ = [
     "ResetOptions",
     "StepInfo",
     "TextEnv",
+    "ToolCall",
+    "ToolEnv",
+    "ToolError",
+    "ToolTask",
     "Trajectory",
     "Turn",
     "TurnGymError",
@@ -34,10 +39,12 @@ __all__ = [
     "build_conversation",
     "check_env",
     "evaluate",
+    "function_schema",
     "list_envs",
     "make",
     "parse_react_action",
     "parse_reset_options",
+    "parse_tool_action",
     "read_trajectories",
     "register",
     "rollout",

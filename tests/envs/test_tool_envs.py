@@ -1,0 +1,265 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+
+import pytest
+
+import turngym
+from turngym.agents import ExpertAgent, RandomAgent
+from turngym.envs.tools import make_data
+from turngym.envs.tools.calc import CalcEnv, evaluate_expression
+from turngym.envs.tools.sandbox import sandbox_problem
+from turngym.envs.tools.searchqa import SearchQAEnv
+from turngym.envs.tools.sql import DATA_DIR, SQLEnv, run_query
+from turngym.tools import ToolCall, ToolError, check_answer, format_answer, parse_answer_set
+
+needs_sandbox = pytest.mark.skipif(sandbox_problem() is not None, reason=str(sandbox_problem()))
+
+INVALID = (
+    '{"name": "nope", "arguments": {}}',
+    '{"name": "submit", "arguments": {}}',
+    "<tool_call>{bad json}</tool_call>",
+    "plain words, no call",
+)
+
+
+def _python_env():
+    from turngym.envs.tools.coding import PythonEnv
+
+    return PythonEnv()
+
+
+ENVS = {
+    "sql": SQLEnv,
+    "calc": CalcEnv,
+    "searchqa": SearchQAEnv,
+    "python": pytest.param(_python_env, marks=needs_sandbox),
+}
+
+
+@pytest.mark.parametrize("make_env", ENVS.values(), ids=ENVS.keys())
+def test_check_env(make_env):
+    turngym.check_env(make_env(), invalid_actions=INVALID)
+
+
+@pytest.mark.parametrize("make_env", ENVS.values(), ids=ENVS.keys())
+def test_expert_solves_every_task(make_env):
+    env = make_env()
+    task_ids = env.task_ids("train") + env.task_ids("test")
+    trajectories = turngym.rollout(make_env, ExpertAgent(), task_ids=task_ids, batch_size=8, max_turns=10)
+    assert len(trajectories) == len(task_ids) and all(t.success for t in trajectories)
+
+
+@pytest.mark.parametrize("make_env", ENVS.values(), ids=ENVS.keys())
+def test_splits_disjoint_and_deterministic(make_env):
+    env = make_env()
+    train, test = set(env.task_ids("train")), set(env.task_ids("test"))
+    assert train and test and not train & test
+    for seed in range(5):
+        first = env.reset(seed=seed, options={"split": "test"})
+        assert first[1]["task_id"] in test and first[1]["split"] == "test"
+        assert env.reset(seed=seed, options={"split": "test"}) == first
+    obs, info = env.reset(seed=0)
+    assert env.reset(seed=9, options={"task_id": info["task_id"]})[0] == obs
+
+
+@pytest.mark.parametrize("make_env", ENVS.values(), ids=ENVS.keys())
+def test_invalid_actions_are_feedback(make_env):
+    env = make_env()
+    for action in (*INVALID, "x" * 100_000, '{"name": "submit", "arguments": {"answer": 3}}', "🙂" * 50):
+        env.reset(seed=0)
+        obs, reward, terminated, _, info = env.step(action)
+        assert info["valid_action"] is False and reward == 0 and not terminated and len(obs) < 1000
+
+
+def test_random_agent_fails():
+    result = turngym.evaluate("turngym/Calc-v0", RandomAgent(), 20)
+    assert result.overall.success_rate == 0.0
+
+
+# ------------------------------------------------------------------ gold calls really find the answer
+
+
+def _gold_outputs(env, task_id):
+    env.reset(options={"task_id": task_id})
+    return [env.step(call.to_action())[0] for call in env.task.gold_calls]
+
+
+def test_sql_gold_query_output_holds_the_answer():
+    env = SQLEnv()
+    for task_id in env.task_ids("test"):
+        [output] = _gold_outputs(env, task_id)
+        rows = [line.split(" | ")[0] for line in output.splitlines()[1:-1]]
+        if env.task.checker == "set":
+            assert set(rows) == set(env.task.answer)
+        else:
+            assert check_answer(rows[0], env.task.answer, env.task.checker, env.task.tolerance)
+
+
+def test_searchqa_gold_documents_hold_the_answer():
+    env = SearchQAEnv()
+    for task_id in env.task_ids("test"):
+        outputs = _gold_outputs(env, task_id)
+        assert env.task.answer in outputs[-1]
+        for search, call in zip(outputs[::2], env.task.gold_calls[1::2]):
+            assert (
+                f"[{call.arguments['doc_id']}]" in search.splitlines()[0]
+            )  # the entity's own doc ranks first
+
+
+def test_calc_gold_expression_gives_the_answer():
+    env = CalcEnv()
+    for task_id in env.task_ids("test"):
+        [output] = _gold_outputs(env, task_id)
+        assert check_answer(output, env.task.answer, "numeric", env.task.tolerance)
+
+
+@needs_sandbox
+def test_python_answers_in_a_markdown_fence_are_accepted_and_wrong_code_fails():
+    env = _python_env()
+    env.reset(options={"task_id": "python-000-fizzbuzz"})
+    fenced = f"```python\n{env.task.answer}```"
+    assert env.check(fenced) and not env.check("def fizzbuzz(n):\n    return []\n")
+    assert not env.check("print('tests passed')\nimport os\nos._exit(0)")  # a forged marker fails
+    obs, *_ = env.step(json.dumps({"name": "run_python", "arguments": {"code": "```py\nprint(2 + 2)\n```"}}))
+    assert obs == "exit code 0\nstdout:\n4"
+
+
+@needs_sandbox
+def test_every_python_problem_rejects_a_stub():
+    from turngym.envs.tools.coding import PROBLEMS
+    from turngym.envs.tools.sandbox import run_python
+
+    checks = []
+    for p in PROBLEMS:
+        stub_and_tests = f"def {p.name}(*args, **kwargs):\n    return None\n{p.tests}"
+        checks.append(f"try:\n    exec({stub_and_tests!r}, {{}})\nexcept Exception:\n    rejected += 1\n")
+    program = "rejected = 0\n" + "".join(checks) + "print(rejected)"
+    assert run_python(program).stdout == f"{len(PROBLEMS)}\n"
+
+
+# ------------------------------------------------------------------ SQL safety
+
+
+def _digest() -> str:
+    return hashlib.sha256((DATA_DIR / "company.sqlite").read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO departments VALUES (99, 'x', 'y')",
+        "UPDATE employees SET salary = 0",
+        "DELETE FROM employees",
+        "DROP TABLE employees",
+        "CREATE TABLE t (x)",
+        "ATTACH DATABASE ':memory:' AS other",
+        "DETACH DATABASE main",
+        "PRAGMA writable_schema = 1",
+        "PRAGMA journal_mode = WAL",
+        "BEGIN IMMEDIATE",
+        "SELECT 1; DELETE FROM employees",
+        "SELECT load_extension('/tmp/x.so')",
+    ],
+)
+def test_sql_writes_attach_and_pragmas_are_rejected(sql):
+    before = _digest()
+    with pytest.raises(ToolError):
+        run_query(DATA_DIR / "company.sqlite", sql)
+    assert _digest() == before
+
+
+def test_sql_read_only_file_even_without_the_authorizer():
+    db = sqlite3.connect(f"{(DATA_DIR / 'company.sqlite').resolve().as_uri()}?mode=ro", uri=True)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        db.execute("DELETE FROM employees")
+    db.close()
+
+
+def test_sql_introspection_row_and_time_limits():
+    path = DATA_DIR / "company.sqlite"
+    columns, rows = run_query(path, "PRAGMA table_info(employees)")
+    assert columns[1] == "name" and [r[1] for r in rows][:2] == ["id", "name"]
+    _, rows = run_query(path, "SELECT * FROM employees", max_rows=5)
+    assert len(rows) == 6  # one past the limit, so the tool can say it cut the result
+    with pytest.raises(ToolError, match="time limit"):
+        run_query(
+            path,
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT COUNT(*) FROM c",
+            timeout_s=0.2,
+        )
+    env = SQLEnv(max_rows=3)
+    env.reset(seed=0)
+    obs, *_ = env.step(
+        json.dumps(
+            {
+                "name": "query",
+                "arguments": {"sql": "SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4"},
+            }
+        )
+    )
+    assert obs.splitlines()[-1] == "(only the first 3 rows are shown)"
+
+
+# ------------------------------------------------------------------ calculator
+
+
+@pytest.mark.parametrize(
+    ("expression", "value"),
+    [("2 + 3 * 4", 14), ("(2 + 3) * 4", 20), ("2 ^ 10", 1024), ("-3 ** 2", -9), ("7 // 2 + 7 % 2", 4),
+     ("sqrt(16) + abs(-2)", 6.0), ("round(2 * pi, 2)", 6.28), ("max(1, 5, 3) - min(4, 2)", 3), ("1e3 / 8", 125.0)],
+)  # fmt: skip
+def test_calculator_evaluates(expression, value):
+    assert evaluate_expression(expression) == pytest.approx(value)
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [("__import__('os').system('id')", "unsupported element"), ("().__class__", "unsupported element"),
+     ("x + 1", "unsupported element"), ("[i for i in range(9)]", "unsupported element"),
+     ("lambda: 1", "unsupported element"), ("9 ** 9 ** 9", "too large"), ("10 ** 5000", "too large"),
+     ("1 / 0", "division by zero"), ("sqrt(-1)", "cannot compute"), ("2 +", "cannot parse"),
+     ("round(x=1)", "no keyword arguments"), ("'a' * 3", "unsupported element"), ("1" * 600, "longer than")],
+)  # fmt: skip
+def test_calculator_refuses_unsafe_or_bad_input(expression, message):
+    with pytest.raises(ToolError, match=message):
+        evaluate_expression(expression)
+
+
+# ------------------------------------------------------------------ search
+
+
+def test_search_handles_query_syntax_and_bad_ids():
+    env = SearchQAEnv()
+    env.reset(seed=0)
+    for query in ['* " ( ) ^ : - NEAR(', "", "zzzzqqq"]:
+        obs, _, _, _, info = env.step(json.dumps({"name": "search", "arguments": {"query": query}}))
+        assert info["valid_action"] and obs == "No documents match. Try other keywords."
+    obs, _, _, _, info = env.step('{"name": "search", "arguments": {"query": "NOT Kashirsul AND OR"}}')
+    assert info["valid_action"] and obs.startswith("[city-000] Kashirsul:")  # operators are plain words
+    obs, _, _, _, info = env.step('{"name": "open", "arguments": {"doc_id": "company-0001"}}')
+    assert not info["valid_action"] and "Did you mean" in obs
+
+
+def test_shipped_data_is_what_make_data_generates(tmp_path):
+    make_data.main(str(tmp_path))
+    for name in make_data.DATABASES:
+        dumps = [list(sqlite3.connect(d / f"{name}.sqlite").iterdump()) for d in (tmp_path, DATA_DIR)]
+        assert dumps[0] == dumps[1], name
+    assert json.loads((tmp_path / "searchqa.json").read_text()) == json.loads(
+        (DATA_DIR / "searchqa.json").read_text()
+    )
+
+
+def test_set_answers_round_trip():
+    answer = ("Ana Costa", "Ben Ito")
+    assert parse_answer_set(format_answer(answer)) == {"ana costa", "ben ito"}
+    assert ToolCall("query", {"sql": "SELECT 1"}).to_action().startswith("<tool_call>{")
+
+
+@pytest.mark.parametrize("env_id", ["turngym/SQL-v0", "turngym/Calc-v0", "turngym/SearchQA-v0"])
+def test_registered(env_id):
+    env = turngym.make(env_id)
+    assert env.unwrapped.tools and env.spec.max_episode_steps >= 6
