@@ -90,7 +90,11 @@ class MazeEnv(GridGameEnv):
         return self.grid[position[0]][position[1]] != WALL
 
     def _blocked(self, move: str) -> str | None:
-        return None if self._open(step_position(self.player, move)) else f"You can't go {move}: a wall is in the way."
+        return (
+            None
+            if self._open(step_position(self.player, move))
+            else f"You can't go {move}: a wall is in the way."
+        )
 
     def _apply(self, move: str) -> tuple[str, float]:
         self.player = step_position(self.player, move)

@@ -1,0 +1,1 @@
+"""MiniGrid/BabyAI as text (needs the `minigrid` extra, imported only by `make`)."""
