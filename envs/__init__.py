@@ -17,5 +17,5 @@ register(
     description="KeyDoor with 8 colours: a random agent succeeds about 1 time in 8.",
 )
 
-import turngym.envs.games  # noqa: E402, F401  (registers the game ids)
+import turngym.envs.games  # noqa: E402  (registers the game ids)
 import turngym.envs.minigrid  # noqa: E402, F401  (registers the MiniGrid/BabyAI ids)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -26,10 +26,46 @@ Key = tuple[Hashable, ...]
 
 REWARDS = ("per_turn", "success")
 AUXILIARIES = frozenset(
-    "is are am was were does do did can could would will has have had should might may must".split()
+    [
+        "is",
+        "are",
+        "am",
+        "was",
+        "were",
+        "does",
+        "do",
+        "did",
+        "can",
+        "could",
+        "would",
+        "will",
+        "has",
+        "have",
+        "had",
+        "should",
+        "might",
+        "may",
+        "must",
+    ]
 )
-NEGATIONS = frozenset("not isnt doesnt dont cant cannot arent wasnt wont never no neither nor".split())
-WH_WORDS = frozenset("what which where how who whats wheres".split())
+NEGATIONS = frozenset(
+    [
+        "not",
+        "isnt",
+        "doesnt",
+        "dont",
+        "cant",
+        "cannot",
+        "arent",
+        "wasnt",
+        "wont",
+        "never",
+        "no",
+        "neither",
+        "nor",
+    ]
+)
+WH_WORDS = frozenset(["what", "which", "where", "how", "who", "whats", "wheres"])
 _GUESS_PREFIX = re.compile(
     r"^(?:(?:is|was) (?:it|this|that|the (?:hidden |secret |mystery )?(?:object|word|thing|answer|city))"
     r"|(?:could|would|might|can) (?:it|this|that) be|(?:my )?(?:final )?(?:guess|answer)(?: is)?"
@@ -338,10 +374,8 @@ class QuestionGameEnv(TextEnv):
             observation = f"{answer} You have no questions left. The answer was {entity.name}."
         else:
             observation = f"{answer} ({left} question{'s' if left != 1 else ''} left)"
-        if self.reward_mode == "success":
-            reward = 1.0 if self.won else 0.0
-        else:
-            reward = 0.0 if self.won else -1.0
+        # ArCHer: -1 per turn, 0 for the winning turn; or 1 on success only
+        reward = float(self.won) if self.reward_mode == "success" else float(self.won) - 1.0
         info = {"valid_action": valid, **self._state_info()}
         self.last_observation = observation
         return observation, reward, self.done, False, info
