@@ -58,7 +58,8 @@ def relative_position(ahead: int, right: int) -> str:
 
 def describe_cell(object_name: str, colour: str, state: int) -> str:
     if object_name == "door":
-        return f"a {DOOR_STATES[state]} {colour} door"
+        article = "an" if state == 0 else "a"
+        return f"{article} {DOOR_STATES[state]} {colour} door"
     if object_name in ("goal", "lava"):
         return f"the {object_name}" if object_name == "goal" else "lava"
     return f"a {colour} {object_name}"
@@ -82,7 +83,7 @@ def describe_view(image: np.ndarray, carrying: str | None = None) -> str:
         for i in range(size):
             name, colour, state = cell(i, j)
             ahead, right = bottom - j, i - mid
-            if name in _VIEW_OBJECTS and (ahead, right) != (0, 0):
+            if name in _VIEW_OBJECTS and (ahead, right) not in ((0, 0), (1, 0)):  # (1, 0): said first
                 seen.append((ahead + abs(right), ahead, right, describe_cell(name, colour, state)))
     lines = []
     front_name, front_colour, front_state = cell(mid, bottom - 1)
