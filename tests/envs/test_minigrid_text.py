@@ -175,7 +175,8 @@ def test_bot_takes_over_after_the_agent_played_without_it():
     for seed in range(20):
         env.reset(seed=seed)
         for action in ("turn left", "go forward", "turn right"):
-            env.step(action)
+            if not env.done:  # the first moves can reach the goal by chance
+                env.step(action)
         while not env.done:
             env.step(env.expert_action())
         wins += env.won
