@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -181,3 +182,12 @@ def test_bot_takes_over_after_the_agent_played_without_it():
             env.step(env.expert_action())
         wins += env.won
     assert wins >= 19
+
+
+def test_importing_turngym_imports_neither_minigrid_nor_the_game_modules():
+    code = (
+        "import sys, turngym; turngym.list_envs(); "
+        "assert not [m for m in sys.modules if m.startswith('minigrid') or m.startswith('turngym.envs.games.')"
+        " or m == 'turngym.envs.minigrid.text'], sorted(sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
