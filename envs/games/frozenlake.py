@@ -19,7 +19,7 @@ class FrozenLakeEnv(GridGameEnv):
     The dynamics are Gymnasium's `FrozenLakeEnv` on a map from its `generate_random_map` (which
     guarantees a path), one map per level seed. Reward 1 on reaching G, else 0; falling into a hole
     ends the episode. Moving off the board is an invalid action. With `is_slippery=True` a move goes
-    the intended way with probability `success_rate` (Gymnasium's rule), else sideways; the expert
+    the intended way one time in three, else sideways (Gymnasium's rule); the expert
     (a shortest path that avoids holes, replanned every turn) is optimal only on the default,
     non-slippery ice."""
 
@@ -31,7 +31,6 @@ class FrozenLakeEnv(GridGameEnv):
         size: int = 4,
         frozen_fraction: float = 0.8,
         is_slippery: bool = False,
-        success_rate: float = 1.0 / 3.0,
         render_mode: str | None = None,
     ) -> None:
         super().__init__(render_mode=render_mode)
@@ -42,7 +41,6 @@ class FrozenLakeEnv(GridGameEnv):
         self.size = size
         self.frozen_fraction = frozen_fraction
         self.is_slippery = is_slippery
-        self.success_rate = success_rate
         self.lake: GymFrozenLake | None = None
         self.desc: tuple[str, ...] = ()  # the map rows: S start, F ice, H hole, G goal
         self.player: Position = (0, 0)
@@ -73,7 +71,7 @@ class FrozenLakeEnv(GridGameEnv):
     def _generate(self, rng: np.random.Generator) -> None:
         desc = generate_random_map(self.size, self.frozen_fraction, seed=int(rng.integers(1 << 31)))
         self.desc = tuple(desc)
-        self.lake = GymFrozenLake(desc=desc, is_slippery=self.is_slippery, success_rate=self.success_rate)
+        self.lake = GymFrozenLake(desc=desc, is_slippery=self.is_slippery)
         # The slips are episode randomness (from the env seed), the map is the level's.
         self.lake.reset(seed=int(self.np_random.integers(1 << 31)))
         self.player = (0, 0)

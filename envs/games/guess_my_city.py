@@ -128,7 +128,7 @@ class GuessMyCityEnv(QuestionGameEnv):
         return Oracle(
             entities=_cities()[0],
             yes_no=PhraseIndex(yes_no),
-            open=PhraseIndex(open_phrases),
+            open_questions=PhraseIndex(open_phrases),
             number_attribute="population_m",
         )
 

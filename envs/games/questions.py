@@ -25,47 +25,11 @@ Key = tuple[Hashable, ...]
 `("guess", name)`: a guess of the answer."""
 
 REWARDS = ("per_turn", "success")
-AUXILIARIES = frozenset(
-    [
-        "is",
-        "are",
-        "am",
-        "was",
-        "were",
-        "does",
-        "do",
-        "did",
-        "can",
-        "could",
-        "would",
-        "will",
-        "has",
-        "have",
-        "had",
-        "should",
-        "might",
-        "may",
-        "must",
-    ]
-)
-NEGATIONS = frozenset(
-    [
-        "not",
-        "isnt",
-        "doesnt",
-        "dont",
-        "cant",
-        "cannot",
-        "arent",
-        "wasnt",
-        "wont",
-        "never",
-        "no",
-        "neither",
-        "nor",
-    ]
-)
-WH_WORDS = frozenset(["what", "which", "where", "how", "who", "whats", "wheres"])
+# Word sets, written as strings to keep them readable.
+_AUX = "is are am was were does do did can could would will has have had should might may must"
+_NEGATIONS = "not isnt doesnt dont cant cannot arent wasnt wont never no neither nor"
+_WH = "what which where how who whats wheres"
+AUXILIARIES, NEGATIONS, WH_WORDS = (frozenset(words.split()) for words in (_AUX, _NEGATIONS, _WH))
 _GUESS_PREFIX = re.compile(
     r"^(?:(?:is|was) (?:it|this|that|the (?:hidden |secret |mystery )?(?:object|word|thing|answer|city))"
     r"|(?:could|would|might|can) (?:it|this|that) be|(?:my )?(?:final )?(?:guess|answer)(?: is)?"
@@ -152,11 +116,11 @@ class PhraseIndex:
 @dataclass(frozen=True)
 class Oracle:
     """Parses questions about a table of entities: guesses (by name), yes/no questions (`yes_no`
-    phrases) and open questions (`open` phrases, asked with a wh-word)."""
+    phrases) and open questions (`open_questions` phrases, asked with a wh-word)."""
 
     entities: tuple[Entity, ...]
     yes_no: PhraseIndex
-    open: PhraseIndex | None = None
+    open_questions: PhraseIndex | None = None
     number_attribute: str | None = None  # "more than 5 million" questions compare this attribute
 
     def names(self) -> dict[str, str]:
@@ -180,10 +144,10 @@ class Oracle:
         if NEGATIONS & set(words):
             return None, "ask without negation"
         if words[0] in WH_WORDS or (words[0] == "in" and len(words) > 1 and words[1] in WH_WORDS):
-            keys = self.open.keys(text) if self.open is not None else []
+            keys = self.open_questions.keys(text) if self.open_questions is not None else []
             if len(keys) == 1:
                 return keys[0], ""
-            if self.open is None:
+            if self.open_questions is None:
                 return None, "ask a yes/no question"
             return None, "ask about one thing at a time" if keys else "unknown question"
         if words[0] not in AUXILIARIES and not str(question).rstrip().endswith("?"):
@@ -252,7 +216,9 @@ class QuestionGameEnv(TextEnv):
         value = answer_value(entity, key)
         return "Yes." if value is True else "No." if value is False else str(value)
 
-    def _guess_question(self, entity: Entity) -> str:
+    @classmethod
+    def guess_question(cls, entity: Entity) -> str:
+        """How the expert words a guess of `entity`."""
         return f"Is it {entity.name}?"
 
     def _answerer_prompt(self, entity: Entity) -> str:
@@ -380,6 +346,30 @@ class QuestionGameEnv(TextEnv):
         self.last_observation = observation
         return observation, reward, self.done, False, info
 
+    @classmethod
+    @functools.cache
+    def _all_questions(cls) -> tuple[str, ...]:
+        guesses = tuple(cls.guess_question(e) for e in cls.oracle().entities)
+        return tuple(q for _, q in cls.expert_questions()) + guesses
+
+    def admissible_actions(self) -> list[str]:
+        """Every canonical question and every guess (not copied into each step's info: the list is
+        long and the same every turn)."""
+        return [] if self.index < 0 or self.done else list(self._all_questions())
+
+    def get_state(self) -> dict[str, Any]:
+        """A snapshot without the answerer (an LM is shared, not copied)."""
+        answerer, self.answerer = self.answerer, None
+        try:
+            return super().get_state()
+        finally:
+            self.answerer = answerer
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        answerer = self.answerer
+        super().set_state(state)
+        self.answerer = answerer
+
     def _candidates(self) -> np.ndarray:
         """Indices of the entities consistent with every answer so far (all, if none is: an LM
         answerer can contradict the table)."""
@@ -417,4 +407,4 @@ class QuestionGameEnv(TextEnv):
             best = int(np.argmin(worst))
             if worst[best] < len(candidates) - 1:
                 return self.expert_questions()[best][1]
-        return self._guess_question(self.entities[int(candidates[0])])
+        return self.guess_question(self.entities[int(candidates[0])])

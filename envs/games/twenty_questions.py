@@ -180,7 +180,8 @@ class TwentyQuestionsEnv(QuestionGameEnv):
             f"You have {self.max_questions} questions in all, guesses included."
         )
 
-    def _guess_question(self, entity: Entity) -> str:
+    @classmethod
+    def guess_question(cls, entity: Entity) -> str:
         article = "an" if entity.name[0] in "aeiou" else "a"
         return f"Is it {article} {entity.name}?"
 

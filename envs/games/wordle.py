@@ -156,6 +156,10 @@ class WordleEnv(TextEnv):
         self.last_observation = observation
         return observation, reward, self.done, False, info
 
+    def admissible_actions(self) -> list[str]:
+        """Every word of the list (not copied into each step's info: it is long and never changes)."""
+        return [] if self.answer_index < 0 or self.done else list(word_list())
+
     def _state_info(self) -> dict[str, Any]:
         greens = max((sum(m == CORRECT for m in feedback(g, self.answer)) for g in self.guesses), default=0)
         return {

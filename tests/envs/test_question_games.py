@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 import turngym
-from turngym.agents import ExpertAgent
+from turngym.agents import ExpertAgent, RandomAgent
 from turngym.envs.games.guess_my_city import GuessMyCityEnv
 from turngym.envs.games.questions import normalize
 from turngym.envs.games.twenty_questions import TwentyQuestionsEnv
@@ -239,3 +239,29 @@ def test_bad_arguments():
 def test_normalize():
     assert normalize("Isn't it a T-Shirt?!") == "isnt it a t shirt"
     assert normalize("More than 2.5 million.") == "more than 2.5 million"
+
+
+@pytest.mark.parametrize(
+    "env_id", ["turngym/TwentyQuestions-v0", "turngym/GuessMyCity-v0", "turngym/Wordle-v0"]
+)
+def test_random_rollouts_are_deterministic_and_admissible_actions_are_valid(env_id):
+    def play():
+        return [
+            (t.turns, t.final_observation, t.total_reward)
+            for t in turngym.rollout(env_id, RandomAgent(), num_episodes=6, batch_size=3, seed=11)
+        ]
+
+    first = play()
+    assert first == play()
+    assert all(turn.info["valid_action"] for turns, _, _ in first for turn in turns)
+
+
+def test_snapshots_share_the_answerer():
+    answerer = ScriptedAnswerer(["Yes."] * 3)
+    env = TwentyQuestionsEnv(answerer=answerer)
+    env.reset(options={"task_id": "twentyq-cat"})
+    snapshot = env.get_state()
+    assert "answerer" not in snapshot or snapshot["answerer"] is None
+    env.step("Is it big?")
+    env.set_state(snapshot)
+    assert env.answerer is answerer and env.num_questions == 0
