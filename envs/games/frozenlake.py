@@ -44,7 +44,6 @@ class FrozenLakeEnv(GridGameEnv):
         self.lake: GymFrozenLake | None = None
         self.desc: tuple[str, ...] = ()  # the map rows: S start, F ice, H hole, G goal
         self.player: Position = (0, 0)
-        self.start_distance = 1
 
     @property
     def instructions(self) -> str:
@@ -75,7 +74,6 @@ class FrozenLakeEnv(GridGameEnv):
         # The slips are episode randomness (from the env seed), the map is the level's.
         self.lake.reset(seed=int(self.np_random.integers(1 << 31)))
         self.player = (0, 0)
-        self.start_distance = len(self._solve() or [])
 
     def _tile(self, position: Position) -> str:
         return self.desc[position[0]][position[1]]
@@ -115,14 +113,6 @@ class FrozenLakeEnv(GridGameEnv):
 
     def _solve(self) -> list[str] | None:
         return shortest_path(self.player, self._successors, lambda p: self._tile(p) == "G")
-
-    def _progress(self) -> float:
-        if self.won:
-            return 1.0
-        if self.done:
-            return 0.0
-        remaining = len(self._solve() or [])
-        return max(0.0, 1.0 - remaining / max(self.start_distance, 1))
 
     def _state_key(self) -> Hashable:
         return self.player

@@ -97,6 +97,7 @@ class GridGameEnv(TextEnv):
     def __init__(self, render_mode: str | None = None) -> None:
         super().__init__(render_mode=render_mode)
         self.level_seed = -1
+        self.start_distance = 1  # shortest solution length at the start of the level
         self.done = False
         self.won = False
 
@@ -129,7 +130,13 @@ class GridGameEnv(TextEnv):
         raise NotImplementedError
 
     def _progress(self) -> float:
-        return 1.0 if self.won else 0.0
+        """The share of the shortest path walked (0 after a loss)."""
+        if self.won:
+            return 1.0
+        if self.done:
+            return 0.0
+        remaining = len(self._solve() or [])
+        return max(0.0, 1.0 - remaining / max(self.start_distance, 1))
 
     def _state_key(self) -> Hashable:
         raise NotImplementedError
@@ -144,6 +151,7 @@ class GridGameEnv(TextEnv):
             self.level_seed = draw_level_seed(self.np_random, opts.split)
         self._generate(np.random.default_rng(self.level_seed))
         self.done = self.won = False
+        self.start_distance = len(self._solve() or [])
         observation = f"Task: {self.task}.\n{self._render()}"
         info = {
             "task": self.task,

@@ -54,7 +54,6 @@ class MazeEnv(GridGameEnv):
         self.grid: tuple[str, ...] = ()  # the walls and floor, without player and goal
         self.player: Position = (0, 0)
         self.goal: Position = (0, 0)
-        self.start_distance = 1
 
     @property
     def instructions(self) -> str:
@@ -78,7 +77,6 @@ class MazeEnv(GridGameEnv):
         cells = [(2 * r + 1, 2 * c + 1) for r in range(self.size) for c in range(self.size)]
         first, second = rng.choice(len(cells), size=2, replace=False)
         self.player, self.goal = cells[int(first)], cells[int(second)]
-        self.start_distance = len(self._solve() or [])
 
     def _render(self) -> str:
         rows = [list(row) for row in self.grid]
@@ -111,12 +109,6 @@ class MazeEnv(GridGameEnv):
 
     def _solve(self) -> list[str] | None:
         return shortest_path(self.player, self._successors, lambda p: p == self.goal)
-
-    def _progress(self) -> float:
-        if self.won:
-            return 1.0
-        remaining = len(self._solve() or [])
-        return max(0.0, 1.0 - remaining / max(self.start_distance, 1))
 
     def _state_key(self) -> Hashable:
         return self.player
