@@ -40,3 +40,6 @@ register(
     max_episode_steps=8,
     description="Write a Python function that passes hidden tests; `run_python` runs code in a sandbox.",
 )
+
+import turngym.envs.games  # noqa: E402  (registers the game ids)
+import turngym.envs.minigrid  # noqa: E402, F401  (registers the MiniGrid/BabyAI ids)

@@ -41,6 +41,11 @@ def test_built_wheel_contains_the_mapped_packages(tmp_path):
     for module in (
         "turngym/core.py",
         "turngym/envs/keydoor.py",
+        "turngym/envs/games/sokoban.py",
+        "turngym/envs/games/data/objects.tsv",
+        "turngym/envs/games/data/cities.tsv",
+        "turngym/envs/games/data/wordle_words.txt",
+        "turngym/envs/minigrid/text.py",
         "turngym/agents/scripted.py",
         "turngym/trainers/__init__.py",
         "turngym/tools.py",
