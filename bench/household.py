@@ -20,10 +20,7 @@ def _run(env, policy: str, steps: int = STEPS) -> tuple[float, int, int]:
     episodes = successes = turn = 0
     start = time.perf_counter()
     for i in range(steps):
-        if policy == "expert":
-            action = unwrapped.expert_action()
-        else:
-            action = rng.choice(info["admissible_actions"])
+        action = unwrapped.expert_action() if policy == "expert" else rng.choice(info["admissible_actions"])
         _, _, terminated, truncated, info = env.step(action)
         turn += 1
         if terminated or truncated or turn == MAX_TURNS:  # the raw env has no TimeLimit wrapper
@@ -41,7 +38,11 @@ def main() -> None:
         ("raw HouseholdEnv, expert", HouseholdEnv(), "expert"),
         ("raw HouseholdEnv, random", HouseholdEnv(), "random"),
         ("turngym.make('turngym/Household-v0'), random", turngym.make("turngym/Household-v0"), "random"),
-        ("raw HouseholdHard (3 rooms), random", HouseholdEnv(rooms=3, receptacles=14, distractors=10), "random"),
+        (
+            "raw HouseholdHard (3 rooms), random",
+            HouseholdEnv(rooms=3, receptacles=14, distractors=10),
+            "random",
+        ),
     ]
     for name, env, policy in rows:
         rate, episodes, successes = _run(env, policy)

@@ -130,7 +130,9 @@ class HouseholdEnv(TextEnv):
         self.props = [0] * len(world.obj_names)
         self.done = False
         self.progress = self._progress()
-        observation = f"-= Welcome to TurnGym, household! =-\n\n{world.intro}\n\nYour task is to: {world.instruction}."
+        observation = (
+            f"-= Welcome to TurnGym, household! =-\n\n{world.intro}\n\nYour task is to: {world.instruction}."
+        )
         self.last_observation = observation
         info = {
             "task": world.instruction,
@@ -162,10 +164,7 @@ class HouseholdEnv(TextEnv):
         self.progress = self._progress()
         success = self.progress == 1.0
         self.done = success
-        if self.dense_reward:
-            reward = self.progress - previous
-        else:
-            reward = 1.0 if success else 0.0
+        reward = self.progress - previous if self.dense_reward else 1.0 if success else 0.0
         self.last_observation = observation
         return observation, reward, success, False, {"valid_action": valid, **self._state_info()}
 
@@ -274,7 +273,9 @@ class HouseholdEnv(TextEnv):
         name = w.recep_names[r]
         items = join_items([f"a {w.obj_names[o]}" for o in self.contents[r]])
         if w.openable[r]:
-            return f"The {name} is open. In it, you see {items}." if self.opened[r] else f"The {name} is closed."
+            return (
+                f"The {name} is open. In it, you see {items}." if self.opened[r] else f"The {name} is closed."
+            )
         return f"On the {name}, you see {items}."
 
     def _describe_object(self, o: int) -> str:

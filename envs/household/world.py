@@ -104,8 +104,7 @@ class World:
             where = "room"
         else:
             looking = " ".join(
-                f"In the {room}, you see "
-                f"{listing([r for r, k in enumerate(self.recep_room) if k == i])}."
+                f"In the {room}, you see {listing([r for r, k in enumerate(self.recep_room) if k == i])}."
                 for i, room in enumerate(self.room_names)
             )
             where = "house"
@@ -154,7 +153,9 @@ def make_world(config: HouseConfig, split: str, task_type: str, number: int) -> 
     raise RuntimeError(f"no {task_type} house for {config} after {MAX_ATTEMPTS} attempts")
 
 
-def _generate(rng: random.Random, config: HouseConfig, split: str, task_type: str, number: int) -> World | None:
+def _generate(
+    rng: random.Random, config: HouseConfig, split: str, task_type: str, number: int
+) -> World | None:
     # Rooms: the first one hosts what the task needs (appliance or lamp), the others are random.
     needed = TASK_ROOMS.get(task_type, tuple(ROOMS))
     first = rng.choice(needed)

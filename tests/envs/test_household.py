@@ -103,7 +103,7 @@ def _find(task_type, predicate=lambda env: True, **kwargs):
 
 
 def _do(env, command, valid=True):
-    obs, reward, terminated, truncated, info = env.step(command)
+    obs, reward, terminated, _truncated, info = env.step(command)
     assert info["valid_action"] is valid, (command, obs)
     if not valid:
         assert obs == NOTHING
@@ -120,7 +120,10 @@ def test_every_command_of_the_grammar():
     w = env.world
     target = w.targets[0]
     name, home = w.obj_names[target], w.recep_names[env.where[target]]
-    microwave, fridge = w.recep_names[w.recep_types.index("microwave")], w.recep_names[w.recep_types.index("fridge")]
+    microwave, fridge = (
+        w.recep_names[w.recep_types.index("microwave")],
+        w.recep_names[w.recep_types.index("fridge")],
+    )
     sink = w.recep_names[w.recep_types.index("sinkbasin")]
 
     obs, *_ = _do(env, "look")
@@ -183,7 +186,9 @@ def test_slice_with_a_knife():
     env = _find("pick_and_place", has_knife_and_fruit, receptacles=6, distractors=12)
     w = env.world
     knife = w.obj_types.index("knife")
-    fruit = next(o for o, t in enumerate(w.obj_types) if t in ("apple", "bread", "potato", "tomato", "lettuce"))
+    fruit = next(
+        o for o, t in enumerate(w.obj_types) if t in ("apple", "bread", "potato", "tomato", "lettuce")
+    )
     knife_home, fruit_home = env.where[knife], env.where[fruit]
     for r in (knife_home, fruit_home):
         _do(env, f"go to {w.recep_names[r]}", valid=r != env.loc)
@@ -198,7 +203,9 @@ def test_slice_with_a_knife():
     assert _do(env, f"examine {fruit_name}")[0] == f"This is a sliced {fruit_name}."
 
 
-@pytest.mark.parametrize("action", ["", "go", "put", "take x from", "🙂", "x" * 100_000, "clean with", "\x00"])
+@pytest.mark.parametrize(
+    "action", ["", "go", "put", "take x from", "🙂", "x" * 100_000, "clean with", "\x00"]
+)
 def test_invalid_actions_never_raise(action):
     env = HouseholdEnv()
     env.reset(seed=0)
