@@ -17,4 +17,5 @@ register(
     description="KeyDoor with 8 colours: a random agent succeeds about 1 time in 8.",
 )
 
-import turngym.envs.household  # noqa: E402, F401  (registers the household ids)
+import turngym.envs.household  # noqa: E402  (registers the household ids)
+import turngym.envs.textworld  # noqa: E402, F401  (registers the TextWorld and ALFWorld ids)
