@@ -46,6 +46,8 @@ def test_built_wheel_contains_the_mapped_packages(tmp_path):
         "turngym/envs/games/data/cities.tsv",
         "turngym/envs/games/data/wordle_words.txt",
         "turngym/envs/minigrid/text.py",
+        "turngym/envs/household/env.py",
+        "turngym/envs/textworld/alfworld.py",
         "turngym/agents/scripted.py",
         "turngym/trainers/__init__.py",
         "turngym/tools.py",

@@ -1,0 +1,445 @@
+"""Household: an ALFWorld-like house simulator with ALFWorld's task types and commands (`turngym/Household-v0`)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from turngym.core import TextEnv, parse_reset_options
+from turngym.envs.household.catalog import (
+    APPLIANCE,
+    CLEAN,
+    CLEANABLE,
+    COOL,
+    COOLABLE,
+    HEATABLE,
+    HOT,
+    KNIVES,
+    ON,
+    SLICEABLE,
+    SLICED,
+    TASK_TYPES,
+    TOGGLEABLE,
+    TRANSFORM,
+    TRANSFORM_BITS,
+)
+from turngym.envs.household.world import HouseConfig, World, join_items, make_world, parse_task_id, task_id
+
+NOTHING = "Nothing happens."
+TASK_NUMBERS = 1_000_000  # tasks per (split, task type) that reset draws from
+PLACE_VERBS = ("put", "move")
+_PUT = re.compile(r"^(.+?) (?:in/on|in / on|into|onto|in|on) (.+)$")
+_VERB_WITH = {"clean": "clean", "heat": "heat", "cool": "cool", "slice": "slice"}
+HELP = (
+    "Available commands:\n"
+    "  look: look around your current location\n"
+    "  inventory: check your current inventory\n"
+    "  go to (receptacle): move to a receptacle\n"
+    "  open (receptacle) / close (receptacle)\n"
+    "  take (object) from (receptacle)\n"
+    "  put (object) in/on (receptacle)  (or: move (object) to (receptacle))\n"
+    "  examine (something): examine a receptacle or an object\n"
+    "  use (object): turn a lamp on or off\n"
+    "  heat / clean / cool (object) with (receptacle): microwave / sinkbasin / fridge\n"
+    "  slice (object) with (knife)"
+)
+
+
+class HouseholdEnv(TextEnv):
+    """A procedurally generated house in ALFWorld's text format: receptacles (openable ones start
+    closed), numbered objects, ALFWorld's six task types and its command grammar.
+
+    The agent teleports between receptacles (`go to countertop 1`) and carries one object at a time.
+    An impossible or unknown command answers "Nothing happens." with `valid_action=False`.
+    Reward 1 on success (or, with `dense_reward`, the change in `progress`, which sums to 1).
+    Train and test tasks use disjoint floor plans; `unseen_combinations` also holds out goal pairs.
+    """
+
+    success_definition = "the goal in the task holds in the house (e.g. a clean mug is in a coffeemachine)"
+
+    def __init__(
+        self,
+        rooms: int = 1,
+        receptacles: int = 12,
+        distractors: int = 8,
+        task_types: Sequence[str] | None = None,
+        unseen_combinations: bool = False,
+        dense_reward: bool = False,
+        place_verb: str = "put",
+        render_mode: str | None = None,
+    ) -> None:
+        super().__init__(render_mode=render_mode)
+        self.config = HouseConfig(rooms, receptacles, distractors, unseen_combinations)
+        self.task_types = tuple(task_types or TASK_TYPES)
+        unknown = [t for t in self.task_types if t not in TASK_TYPES]
+        if unknown:
+            raise ValueError(f"unknown task type(s) {unknown}; valid: {list(TASK_TYPES)}")
+        if place_verb not in PLACE_VERBS:
+            raise ValueError(f"place_verb must be one of {PLACE_VERBS}, got {place_verb!r}")
+        self.dense_reward = dense_reward
+        self.place_verb = place_verb
+        self.world: World | None = None
+        self.loc = -1  # receptacle the agent stands at; -1: the middle of the room
+        self.held = -1
+        self.where: list[int] = []  # object -> receptacle (-1 while held)
+        self.contents: list[list[int]] = []
+        self.opened: list[bool] = []
+        self.props: list[int] = []  # object -> CLEAN | HOT | COOL | SLICED | ON
+        self.progress = 0.0
+        self.done = False
+
+    @property
+    def instructions(self) -> str:
+        return (
+            "You are in a house with receptacles (countertop 1, drawer 2, fridge 1, ...) and objects "
+            "(apple 1, mug 2, ...). Complete the task given in the first observation. You carry at most "
+            "one object. Openable receptacles (cabinet, drawer, fridge, microwave, safe) must be opened "
+            "to see or reach what is inside. Clean with a sinkbasin, heat with a microwave, cool with a "
+            "fridge, and look at an object under a desklamp by holding it and using the lamp.\n"
+            "Reply with exactly one command per turn, using the numbered names:\n"
+            "  go to X | open X | close X | take X from Y | put X in/on Y (or move X to Y)\n"
+            "  clean X with Y | heat X with Y | cool X with Y | slice X with Y | use X | examine X\n"
+            "  inventory | look\n"
+            'A command that is impossible here answers "Nothing happens."'
+        )
+
+    # -- reset -------------------------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict]:
+        super().reset(seed=seed)
+        opts = parse_reset_options(options)
+        if opts.task_id is not None:
+            config, split, task_type, number = parse_task_id(opts.task_id)
+            if config != self.config:
+                raise ValueError(
+                    f"task_id {opts.task_id!r} is for a house with {config}, not this env's {self.config}"
+                )
+        else:
+            split = opts.split
+            task_type = self.task_types[int(self.np_random.integers(len(self.task_types)))]
+            number = int(self.np_random.integers(TASK_NUMBERS))
+        world = self.world = make_world(self.config, split, task_type, number)
+        self.loc, self.held = -1, -1
+        self.contents = [list(items) for items in world.contents]
+        self.where = [-1] * len(world.obj_names)
+        for r, items in enumerate(world.contents):
+            for o in items:
+                self.where[o] = r
+        self.opened = [False] * len(world.recep_names)
+        self.props = [0] * len(world.obj_names)
+        self.done = False
+        self.progress = self._progress()
+        observation = (
+            f"-= Welcome to TurnGym, household! =-\n\n{world.intro}\n\nYour task is to: {world.instruction}."
+        )
+        self.last_observation = observation
+        info = {
+            "task": world.instruction,
+            "task_id": world.task_id,
+            "task_type": world.task_type,
+            "split": world.split,
+            **self._state_info(),
+        }
+        return observation, info
+
+    def task_ids(self, split: str = "train") -> None:
+        return None  # procedural: a million tasks per split and task type
+
+    def make_task_id(self, split: str, task_type: str, number: int) -> str:
+        """The id of task `number` of `task_type` in `split` for this env's house settings."""
+        return task_id(self.config, split, task_type, number)
+
+    # -- step --------------------------------------------------------------------------------------
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
+        if self.world is None:
+            raise RuntimeError("call reset() before step()")
+        if self.done:
+            raise RuntimeError("the episode is over: call reset()")
+        feedback = self._execute(" ".join(str(action).lower().split()).rstrip(".!"))
+        valid = feedback is not None
+        observation = feedback if valid else NOTHING
+        previous = self.progress
+        self.progress = self._progress()
+        success = self.progress == 1.0
+        self.done = success
+        reward = self.progress - previous if self.dense_reward else 1.0 if success else 0.0
+        self.last_observation = observation
+        return observation, reward, success, False, {"valid_action": valid, **self._state_info()}
+
+    def _execute(self, command: str) -> str | None:
+        """Apply one normalized command; its feedback, or None when it is impossible."""
+        if command in ("look", "inventory", "help"):
+            return {"look": self._look, "inventory": self._inventory, "help": lambda: HELP}[command]()
+        verb, _, rest = command.partition(" ")
+        w = self.world
+        if verb == "go" and rest.startswith("to "):
+            r = w.recep_index.get(rest[3:])
+            if r is None or r == self.loc:
+                return None
+            self.loc = r
+            return f"You arrive at {w.recep_names[r]}. {self._describe_receptacle(r)}"
+        if verb in ("open", "close"):
+            r = w.recep_index.get(rest)
+            if r is None or r != self.loc or not w.openable[r] or self.opened[r] == (verb == "open"):
+                return None
+            self.opened[r] = verb == "open"
+            if verb == "close":
+                return f"You close the {rest}."
+            return f"You open the {rest}. {self._describe_receptacle(r)}"
+        if verb == "take":
+            obj, sep, recep = rest.partition(" from ")
+            o, r = w.obj_index.get(obj), w.recep_index.get(recep)
+            if not sep or o is None or r != self.loc or self.held >= 0 or not self._reachable(o):
+                return None
+            if not w.pickupable[o]:
+                return None
+            self.contents[r].remove(o)
+            self.where[o], self.held = -1, o
+            return f"You pick up the {obj} from the {recep}."
+        if verb in ("put", "move"):
+            if verb == "put":
+                match = _PUT.match(rest)
+                obj, recep = match.groups() if match else ("", "")
+            else:
+                obj, _, recep = rest.partition(" to ")
+            o, r = w.obj_index.get(obj), w.recep_index.get(recep)
+            if o is None or o != self.held or r != self.loc or r not in w.can_contain[o]:
+                return None
+            if w.openable[r] and not self.opened[r]:
+                return None
+            self.contents[r].append(o)
+            self.where[o], self.held = r, -1
+            if verb == "move":
+                return f"You move the {obj} to the {recep}."
+            return f"You put the {obj} in/on the {recep}."
+        if verb in _VERB_WITH:
+            obj, sep, tool = rest.partition(" with ")
+            if not sep:
+                return None
+            return self._transform(verb, obj, tool)
+        if verb == "use":
+            o = w.obj_index.get(rest)
+            if o is None or not w.capabilities[o] & TOGGLEABLE or not self._reachable(o):
+                return None
+            self.props[o] ^= ON
+            return f"You turn {'on' if self.props[o] & ON else 'off'} the {rest}."
+        if verb == "examine":
+            r = w.recep_index.get(rest)
+            if r is not None:
+                return self._describe_receptacle(r) if r == self.loc else None
+            o = w.obj_index.get(rest)
+            if o is None or not (o == self.held or self._reachable(o)):
+                return None
+            return self._describe_object(o)
+        return None
+
+    def _transform(self, verb: str, obj: str, tool: str) -> str | None:
+        w = self.world
+        o = w.obj_index.get(obj)
+        if o is None:
+            return None
+        if verb == "slice":
+            k = w.obj_index.get(tool)
+            if k is None or k != self.held or w.obj_types[k] not in KNIVES:
+                return None
+            if not w.capabilities[o] & SLICEABLE or not self._reachable(o):
+                return None
+            self.props[o] |= SLICED
+            return f"You sliced the {obj} with the {tool}."
+        r = w.recep_index.get(tool)
+        capability, done_bit = TRANSFORM_BITS[verb]
+        if o != self.held or r != self.loc or w.recep_types[r] != APPLIANCE[verb]:
+            return None
+        if not w.capabilities[o] & capability:
+            return None
+        self.props[o] |= done_bit
+        if verb == "heat":
+            self.props[o] &= ~COOL
+        elif verb == "cool":
+            self.props[o] &= ~HOT
+        return f"You {verb} the {obj} using the {tool}."
+
+    # -- text --------------------------------------------------------------------------------------
+
+    def _reachable(self, o: int) -> bool:
+        """The object lies in the receptacle the agent stands at, and that one is open (if openable)."""
+        r = self.where[o]
+        return r >= 0 and r == self.loc and (not self.world.openable[r] or self.opened[r])
+
+    def _describe_receptacle(self, r: int) -> str:
+        w = self.world
+        name = w.recep_names[r]
+        items = join_items([f"a {w.obj_names[o]}" for o in self.contents[r]])
+        if w.openable[r]:
+            return (
+                f"The {name} is open. In it, you see {items}." if self.opened[r] else f"The {name} is closed."
+            )
+        return f"On the {name}, you see {items}."
+
+    def _describe_object(self, o: int) -> str:
+        name = self.world.obj_names[o]
+        props = self.props[o]
+        if self.world.capabilities[o] & TOGGLEABLE:
+            return f"This {name} is {'on' if props & ON else 'off'}."
+        words = [w for bit, w in ((HOT, "hot"), (COOL, "cool"), (CLEAN, "clean")) if props & bit]
+        kind = ("sliced " if props & SLICED else "") + name
+        if not words:
+            return f"This is a {kind}." if props & SLICED else f"There's nothing special about {name}."
+        return f"This is a {' and '.join(words)} {kind}."
+
+    def _look(self) -> str:
+        if self.loc < 0:
+            return self.world.intro
+        return f"You are facing the {self.world.recep_names[self.loc]}. Next to it, you see nothing."
+
+    def _inventory(self) -> str:
+        if self.held < 0:
+            return "You are not carrying anything."
+        return f"You are carrying: a {self.world.obj_names[self.held]}."
+
+    # -- goal --------------------------------------------------------------------------------------
+
+    def _progress(self) -> float:
+        """Fraction of the task's subgoals that hold now (1.0 exactly when the task is solved)."""
+        w, where, props, held = self.world, self.where, self.props, self.held
+        goal = set(w.goal_receps)
+        if w.task_type == "look_at_obj_in_light":
+            if held < 0 or w.obj_types[held] != w.target_type:
+                return 0.0
+            lamps_here = [o for o in w.lamps if where[o] == self.loc and self.loc >= 0]
+            return (1 + bool(lamps_here) + any(props[o] & ON for o in lamps_here)) / 3
+        if w.task_type == "pick_two_obj_and_place":
+            placed = max((sum(where[o] == r for o in w.targets) for r in goal), default=0)
+            placed = min(placed, 2)
+            holding = placed < 2 and held >= 0 and w.obj_types[held] == w.target_type
+            return (2 * placed + holding) / 4
+        kind = TRANSFORM.get(w.task_type)
+        need = TRANSFORM_BITS[kind][1] if kind else 0
+        steps = 3 if kind else 2
+        best = 0
+        for o in w.targets:
+            in_goal = where[o] in goal
+            if not kind:
+                score = 2 if in_goal else int(o == held)
+            elif props[o] & need:
+                score = 3 if in_goal else 2
+            else:
+                score = int(o == held)
+            best = max(best, score)
+        return best / steps
+
+    def _state_info(self) -> dict[str, Any]:
+        return {
+            "success": self.progress == 1.0,
+            "progress": self.progress,
+            "admissible_actions": self.admissible_actions(),
+            "state_key": (
+                self.world.task_id,
+                self.loc,
+                self.held,
+                tuple(self.where),
+                tuple(self.props),
+                tuple(self.opened),
+            ),
+        }
+
+    def admissible_actions(self) -> list[str]:
+        w = self.world
+        if w is None or self.done:
+            return []
+        actions = [f"go to {name}" for r, name in enumerate(w.recep_names) if r != self.loc]
+        held, loc = self.held, self.loc
+        if loc >= 0:
+            here = w.recep_names[loc]
+            actions.append(f"examine {here}")
+            is_open = not w.openable[loc] or self.opened[loc]
+            if w.openable[loc]:
+                actions.append(f"close {here}" if self.opened[loc] else f"open {here}")
+            visible = self.contents[loc] if is_open else []
+            for o in visible:
+                name = w.obj_names[o]
+                if held < 0 and w.pickupable[o]:
+                    actions.append(f"take {name} from {here}")
+                if w.capabilities[o] & TOGGLEABLE:
+                    actions.append(f"use {name}")
+                if held >= 0 and w.obj_types[held] in KNIVES and w.capabilities[o] & SLICEABLE:
+                    actions.append(f"slice {name} with {w.obj_names[held]}")
+                actions.append(f"examine {name}")
+            if held >= 0:
+                name = w.obj_names[held]
+                if is_open and loc in w.can_contain[held]:
+                    actions.append(self._place_command(name, here))
+                for verb, capability in (("clean", CLEANABLE), ("heat", HEATABLE), ("cool", COOLABLE)):
+                    if w.recep_types[loc] == APPLIANCE[verb] and w.capabilities[held] & capability:
+                        actions.append(f"{verb} {name} with {here}")
+        if held >= 0:
+            actions.append(f"examine {w.obj_names[held]}")
+        actions += ["inventory", "look"]
+        return actions
+
+    def _place_command(self, obj: str, recep: str) -> str:
+        return f"move {obj} to {recep}" if self.place_verb == "move" else f"put {obj} in/on {recep}"
+
+    # -- expert ------------------------------------------------------------------------------------
+
+    def expert_action(self) -> str | None:
+        """An oracle planner (it knows where everything is): fetch a target, transform it, place it."""
+        w = self.world
+        if w is None or self.done:
+            return None
+        held = self.held
+        holds_target = held >= 0 and w.obj_types[held] == w.target_type
+        if w.task_type == "look_at_obj_in_light":
+            if not holds_target:
+                return self._put_away() if held >= 0 else self._fetch(list(w.targets))
+            lamp = w.lamps[0]
+            if self.loc != self.where[lamp]:
+                return f"go to {w.recep_names[self.where[lamp]]}"
+            return f"use {w.obj_names[lamp]}"
+        if w.task_type == "pick_two_obj_and_place":
+            dest = max(w.goal_receps, key=lambda r: sum(self.where[o] == r for o in w.targets))
+            wanted = [o for o in w.targets if self.where[o] != dest]
+        else:
+            dest = w.goal_receps[0]
+            wanted = list(w.targets)
+        kind = TRANSFORM.get(w.task_type)
+        if holds_target:
+            if kind and not self.props[held] & TRANSFORM_BITS[kind][1]:
+                appliance = w.appliances[0]
+                if self.loc != appliance:
+                    return f"go to {w.recep_names[appliance]}"
+                return f"{kind} {w.obj_names[held]} with {w.recep_names[appliance]}"
+            return self._deliver(held, dest)
+        if held >= 0:
+            return self._put_away()
+        if kind:  # prefer a target that is already transformed
+            wanted.sort(key=lambda o: not self.props[o] & TRANSFORM_BITS[kind][1])
+        return self._fetch(wanted)
+
+    def _fetch(self, objects: list[int]) -> str:
+        w = self.world
+        o = objects[0]
+        r = self.where[o]
+        if self.loc != r:
+            return f"go to {w.recep_names[r]}"
+        if w.openable[r] and not self.opened[r]:
+            return f"open {w.recep_names[r]}"
+        return f"take {w.obj_names[o]} from {w.recep_names[r]}"
+
+    def _deliver(self, o: int, r: int) -> str:
+        w = self.world
+        if self.loc != r:
+            return f"go to {w.recep_names[r]}"
+        if w.openable[r] and not self.opened[r]:
+            return f"open {w.recep_names[r]}"
+        return self._place_command(w.obj_names[o], w.recep_names[r])
+
+    def _put_away(self) -> str:
+        """Free the hands: put the held object here if it fits, else at the first place it fits."""
+        w = self.world
+        spots = w.can_contain[self.held]
+        if self.loc in spots:
+            return self._deliver(self.held, self.loc)
+        return self._deliver(self.held, min(spots, key=lambda r: (w.openable[r], r)))
