@@ -16,3 +16,5 @@ register(
     kwargs={"num_colors": 8},
     description="KeyDoor with 8 colours: a random agent succeeds about 1 time in 8.",
 )
+
+import turngym.envs.webshop  # noqa: E402, F401  (registers turngym/WebShop-v0)
