@@ -23,7 +23,7 @@ _ASIN_CHARS = string.digits + string.ascii_uppercase
 T = TypeVar("T")
 
 
-class _Rng:
+class StableRng:
     """Draws built only on `random.Random.random()`, the one stream Python promises to keep the same
     across versions for a given seed, so the catalog is identical everywhere (numpy's `choice` is
     also stable but ten times slower per call, and the catalog makes ~100k draws)."""
@@ -66,7 +66,7 @@ class Catalog:
         return {p.asin: p for p in self.products}
 
 
-def price_limit(price: float, rng: _Rng) -> float:
+def price_limit(price: float, rng: StableRng) -> float:
     """WebShop's goal price limit: of the first four multiples of 10 above the price, the larger of
     two drawn at random (no limit, 1,000,000, where fewer than two exist)."""
     above = [p for p in PRICE_RANGE if p > price][:4]
@@ -75,7 +75,7 @@ def price_limit(price: float, rng: _Rng) -> float:
     return max(above[i] for i in rng.sample_indices(len(above), 2))
 
 
-def _asin(rng: _Rng, taken: set[str]) -> str:
+def _asin(rng: StableRng, taken: set[str]) -> str:
     while True:
         asin = "B0" + "".join(rng.choice(_ASIN_CHARS) for _ in range(8))
         if asin not in taken:
@@ -83,14 +83,14 @@ def _asin(rng: _Rng, taken: set[str]) -> str:
             return asin
 
 
-def _pick(rng: _Rng, values: Sequence[str], low: int, high: int) -> list[str]:
+def _pick(rng: StableRng, values: Sequence[str], low: int, high: int) -> list[str]:
     """`low` to `high` distinct values, in their vocabulary order."""
     k = low + rng.integer(min(high, len(values)) - low + 1)
     return [values[i] for i in sorted(rng.sample_indices(len(values), k))]
 
 
 def _product(
-    rng: _Rng, category: Category, kind: ProductType, taken: set[str], titles: set[str]
+    rng: StableRng, category: Category, kind: ProductType, taken: set[str], titles: set[str]
 ) -> Product:
     brand = rng.choice(category.brands)
     style = rng.choice(kind.styles)
@@ -150,7 +150,7 @@ _TEMPLATES = (
 )
 
 
-def _instruction(rng: _Rng, kind: ProductType, attributes: list[str], options: dict[str, str]) -> str:
+def _instruction(rng: StableRng, kind: ProductType, attributes: list[str], options: dict[str, str]) -> str:
     parts = [
         value if _OPTION_WORD.get(name, " ").strip() in value else f"{value}{_OPTION_WORD.get(name, '')}"
         for name, value in options.items()
@@ -164,7 +164,7 @@ def _instruction(rng: _Rng, kind: ProductType, attributes: list[str], options: d
     return _ARTICLE.sub(lambda m: f"an {m.group(1)}", text)
 
 
-def _goal(rng: _Rng, product: Product, kind: ProductType) -> Goal:
+def _goal(rng: StableRng, product: Product, kind: ProductType) -> Goal:
     attributes = _pick(rng, product.attributes, 1, 2)
     options = {name: rng.choice(values) for name, values in product.options.items()}
     limit = price_limit(product.price, rng)
@@ -184,7 +184,7 @@ def _goal(rng: _Rng, product: Product, kind: ProductType) -> Goal:
 
 def build_catalog(products_per_type: int = PRODUCTS_PER_TYPE, seed: int = CATALOG_SEED) -> Catalog:
     """Generate the built-in catalog (about 0.3 s for the default 3,600 products)."""
-    rng = _Rng(seed)
+    rng = StableRng(seed)
     taken: set[str] = set()
     titles: set[str] = set()
     products: list[Product] = []
