@@ -41,6 +41,8 @@ def test_built_wheel_contains_the_mapped_packages(tmp_path):
     for module in (
         "turngym/core.py",
         "turngym/envs/keydoor.py",
+        "turngym/envs/webshop/env.py",
+        "turngym/envs/webshop/vocab.py",
         "turngym/agents/scripted.py",
         "turngym/trainers/__init__.py",
     ):

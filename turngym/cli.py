@@ -47,7 +47,9 @@ def play(
     seed: Annotated[int, typer.Option(help="Episode seed.")] = 0,
     split: Annotated[str, typer.Option(help="Task split: train or test.")] = "train",
     task_id: Annotated[str | None, typer.Option(help="Replay this exact task.")] = None,
-    web: Annotated[bool, typer.Option("--web", help="Serve the env's HTML pages on localhost instead.")] = False,
+    web: Annotated[
+        bool, typer.Option("--web", help="Serve the env's HTML pages on localhost instead.")
+    ] = False,
     port: Annotated[int, typer.Option(help="Port for --web.")] = 8000,
 ) -> None:
     """Play an environment yourself in the terminal (type `quit` to stop), or in a browser with --web."""

@@ -20,6 +20,7 @@ GOALS_PER_PRODUCT = 2
 TEST_PRODUCTS = 250  # their 500 goals are the test split (WebShop also tests on 500 goals)
 PRICE_RANGE = tuple(10.0 * i for i in range(1, 100))  # WebShop's price limits: 10, 20, ..., 990
 _ASIN_CHARS = string.digits + string.ascii_uppercase
+_MODEL_LETTERS = "BCDFGHJKLMNPQSTVWXZR"
 T = TypeVar("T")
 
 
@@ -98,8 +99,12 @@ def _product(
     options = {name: tuple(_pick(rng, values, 2, 4)) for name, values in kind.options.items()}
     noun = kind.noun.title().replace("Usb C", "USB-C").replace("Hdmi", "HDMI")
     title = f"{brand} {style} {noun}, {', '.join(a.title() for a in attributes[:2])}"
-    if title in titles:  # the same brand, style and attributes: tell them apart by a model line
-        title += f" - Series {len(titles) % 97 + 2}"
+    if title in titles:  # the same brand, style and attributes: tell them apart by a model name
+        # consonants only, no digits: a model name must not contain an option value ("7", "red")
+        n = len(titles)
+        title += (
+            f" - Model {_MODEL_LETTERS[n % 20]}{_MODEL_LETTERS[n // 20 % 20]}{_MODEL_LETTERS[n // 400 % 20]}"
+        )
     titles.add(title)
     low, high = kind.price
     if rng.random() < 0.15:  # a price range, as some WebShop listings have; the reward sees one price
@@ -114,7 +119,7 @@ def _product(
     features.append(f"SATISFACTION GUARANTEED: contact {brand} with any question about your order.")
     description = (
         f"The {brand} {style.lower()} {kind.noun} is made for {kind.use}. "
-        f"Highlights: {', '.join(attributes[:-1])} and {attributes[-1]}. "
+        f"Key features: {', '.join(attributes[:-1])} and {attributes[-1]}. "
         f"Every {kind.noun} from {brand} is checked by hand before it ships."
     )
     reviews = tuple(

@@ -30,7 +30,9 @@ def _find(data_dir: Path, names: tuple[str, ...], required: bool = True) -> Path
         if (data_dir / name).is_file():
             return data_dir / name
     if required:
-        raise FileNotFoundError(f"no {' or '.join(names)} in {data_dir} (WebShop's data files are expected there)")
+        raise FileNotFoundError(
+            f"no {' or '.join(names)} in {data_dir} (WebShop's data files are expected there)"
+        )
     return None
 
 
@@ -93,7 +95,10 @@ def load_products(data_dir: Path, num_products: int | None = None) -> tuple[list
     if review_path is not None:
         with open(review_path) as f:
             for r in json.load(f):
-                reviews[r["asin"]] = (_reviews(r.get("reviews") or []), _clean(r.get("average_rating", "N.A.")))
+                reviews[r["asin"]] = (
+                    _reviews(r.get("reviews") or []),
+                    _clean(r.get("average_rating", "N.A.")),
+                )
     if num_products is not None:
         raw_products = raw_products[:num_products]
     products, seen = [], set()
@@ -142,7 +147,15 @@ def load_human_goals(products: list[Product], human: dict[str, list[dict[str, An
             limit, price_text = _price_text(product)
             options = ins.get("instruction_options") or []
             values = tuple(options.values()) if isinstance(options, dict) else tuple(options)
-            goals.append(_goal(product, _clean(ins["instruction"]).strip(".") + price_text, goal_attributes, values, limit))
+            goals.append(
+                _goal(
+                    product,
+                    _clean(ins["instruction"]).strip(".") + price_text,
+                    goal_attributes,
+                    values,
+                    limit,
+                )
+            )
     return goals
 
 
@@ -160,7 +173,9 @@ def load_synthetic_goals(products: list[Product], attributes: dict[str, Any]) ->
             option_text = ", and ".join(f"{k}: {v}" for k, v in chosen.items())
             option_text = f" with {option_text}" if option_text else ""
             text = f"{_clean(entry['instruction'])}{option_text}{price_text}"
-            goals.append(_goal(product, text, tuple(entry["instruction_attributes"]), combination, limit, names))
+            goals.append(
+                _goal(product, text, tuple(entry["instruction_attributes"]), combination, limit, names)
+            )
     return goals
 
 
@@ -194,7 +209,9 @@ def webshop_splits(num_goals: int) -> dict[str, tuple[int, ...]]:
     return {"test": tuple(range(num_test)), "train": tuple(range(num_test, num_goals))}
 
 
-def load_webshop_data(data_dir: str | Path, num_products: int | None = None, human_goals: bool = True) -> Catalog:
+def load_webshop_data(
+    data_dir: str | Path, num_products: int | None = None, human_goals: bool = True
+) -> Catalog:
     """A `Catalog` of WebShop's files in `data_dir`. Goals are in WebShop's order (shuffled with its
     seed 233), so `task_id` `webshop-<i>` is WebShop's session `i`."""
     data_dir = Path(data_dir)

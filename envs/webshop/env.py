@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from turngym.core import MAX_ACTION_CHARS, TextEnv, parse_reset_options, quote_action
 from turngym.envs.webshop.catalog import Catalog, builtin_catalog
@@ -14,7 +14,6 @@ from turngym.envs.webshop.pages import Segment, to_html, to_text
 from turngym.envs.webshop.reward import webshop_reward
 from turngym.envs.webshop.search import ensure_index, search
 from turngym.envs.webshop.types import Goal, Product
-from turngym.errors import require
 
 PRODUCT_WINDOW = 10  # results per page, as in WebShop
 BACK_TO_SEARCH, PREV, NEXT, BUY_NOW = "Back to Search", "< Prev", "Next >", "Buy Now"
@@ -33,7 +32,9 @@ def load_catalog(data_dir: str | None, num_products: int | None, human_goals: bo
 
 
 @functools.cache
-def _index_path(data_dir: str | None, num_products: int | None, human_goals: bool, directory: str | None) -> str:
+def _index_path(
+    data_dir: str | None, num_products: int | None, human_goals: bool, directory: str | None
+) -> str:
     catalog = load_catalog(data_dir, num_products, human_goals)
     return str(ensure_index(catalog.products, Path(directory) if directory else None))
 
@@ -50,7 +51,7 @@ class WebShopEnv(TextEnv):
     WebShop's own JSON files (`data.py`).
     """
 
-    metadata = {"render_modes": ["ansi", "human", "html"], "render_fps": 1}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human", "html"], "render_fps": 1}
     success_definition = (
         "the purchase scored WebShop's full reward 1.0: the right product type, every goal attribute "
         "and option, and a price within the limit (partial purchases earn partial reward, not success)"
@@ -67,7 +68,6 @@ class WebShopEnv(TextEnv):
         super().__init__(render_mode=render_mode)
         if data_dir is not None:
             data_dir = str(Path(data_dir).expanduser().resolve())
-        require("rapidfuzz", "webshop", "WebShop's reward")
         # The catalog and index are shared, read-only and looked up by this key: snapshots stay small.
         self._source = (data_dir, num_products, bool(human_goals))
         self._index = _index_path(*self._source, None if cache_dir is None else str(cache_dir))
@@ -134,7 +134,9 @@ class WebShopEnv(TextEnv):
         info = {
             "task": goal.instruction,
             "task_id": f"webshop-{self.goal_index}",
-            "task_type": self.catalog.by_asin[goal.asin].category if goal.asin in self.catalog.by_asin else "",
+            "task_type": self.catalog.by_asin[goal.asin].category
+            if goal.asin in self.catalog.by_asin
+            else "",
             "split": "test" if self.goal_index in self._test_set() else "train",
             **self._state_info(),
         }
@@ -178,7 +180,7 @@ class WebShopEnv(TextEnv):
     def _click(self, target: str) -> str | None:
         clickables = self._clickables()
         if target not in clickables:
-            return f"there is no [{target[:60]}] on this page"
+            return f"there is nothing called {quote_action(target)} to click on this page"
         kind, value = clickables[target]
         if kind == "back":
             self.page, self.asin, self.options = "search", None, {}
@@ -249,7 +251,12 @@ class WebShopEnv(TextEnv):
         """The current page (`pages.py` renders it as text or HTML)."""
         goal = self.goal
         if self.page == "search":
-            return [("text", "WebShop"), ("text", "Instruction:"), ("instruction", goal.instruction), ("search", "")]
+            return [
+                ("text", "WebShop"),
+                ("text", "Instruction:"),
+                ("instruction", goal.instruction),
+                ("search", ""),
+            ]
         if self.page == "done":
             product = self._product()
             chosen = "; ".join(f"{k}: {v}" for k, v in self.options.items()) or "none"
@@ -399,4 +406,3 @@ class WebShopEnv(TextEnv):
 @functools.cache
 def _test_set(catalog: Catalog) -> frozenset[int]:
     return frozenset(catalog.splits["test"])
-

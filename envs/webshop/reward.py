@@ -21,16 +21,17 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from rapidfuzz import fuzz
-from rapidfuzz.utils import default_process
-
 from turngym.envs.webshop.types import Goal, Product
+from turngym.errors import require
+
+fuzz = require("rapidfuzz.fuzz", "webshop", "WebShop's reward")
+default_process = require("rapidfuzz.utils", "webshop", "WebShop's reward").default_process
 
 FUZZY_THRESHOLD = 85  # WebShop: a match needs a score above 85
 EXACT_MATCH_OPTIONS = ("size",)
 
 # WebShop's normalize_color list: an option value becomes the first of these it contains.
-COLOR_SET = (
+_COLORS = (
     "alabaster apricot aqua ash asphalt azure banana beige black blue blush bordeaux bronze brown "
     "burgundy camel camo caramel champagne charcoal cheetah chestnut chocolate christmas coffee cognac "
     "copper coral cranberry cream crystal dark denim eggplant elephant espresso fuchsia gold granite "
@@ -39,16 +40,18 @@ COLOR_SET = (
     "navy nude olive orange peach pewter pink plum purple rainbow red rose royal rust sand sapphire "
     "seashell silver skull slate steel stone stonewash sunflower tan taupe teal tiger turquoise violet "
     "walnut wheat white wine yellow"
-).split()
+)
+COLOR_SET = tuple(_COLORS.split())
 
-_STOPWORDS = frozenset(
+_STOPWORD_TEXT = (
     "a an the and or nor but of for to in on at by with from into onto over under about as per via "
     "vs than then so too very not no yes is are was were be been being am do does did has have had "
     "it its it's this that these those there here i me my we our you your he she they them their "
     "his her who whom which what when where why how all any both each every few more most other "
-    "some such only own same can will just also up down out off again further once x".split()
+    "some such only own same can will just also up down out off again further once x"
 )
-_ADJECTIVES = frozenset(
+_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+_ADJECTIVE_TEXT = (
     "free natural organic hot cold warm cool soft hard long short tall high low large small big "
     "little mini extra super ultra premium classic original fresh dry wet light dark heavy thin thick "
     "wide narrow slim fit loose tight easy quick fast slow durable portable wireless waterproof "
@@ -57,8 +60,9 @@ _ADJECTIVES = frozenset(
     "new perfect modern vintage elegant cute pretty sexy casual formal daily everyday outdoor indoor "
     "non eco friendly safe healthy simple multi full half double single high-quality quality "
     "black white red blue green yellow pink purple grey gray brown beige navy silver gold orange "
-    "men's women's mens womens unisex kids baby adult".split()
+    "men's women's mens womens unisex kids baby adult"
 )
+_ADJECTIVES = frozenset(_ADJECTIVE_TEXT.split())
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
 
@@ -85,7 +89,7 @@ def fuzzy_score(a: str, b: str) -> int:
     """thefuzz's `token_set_ratio(a, b)`: ASCII only, default processing, rounded."""
     a = default_process(a.encode("ascii", "ignore").decode())
     b = default_process(b.encode("ascii", "ignore").decode())
-    return int(round(fuzz.token_set_ratio(a, b)))
+    return round(fuzz.token_set_ratio(a, b))
 
 
 def normalize_color(value: str) -> str:

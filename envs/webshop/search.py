@@ -26,10 +26,11 @@ SEARCH_RETURN_N = 50  # WebShop returns the top 50 products of a search
 MAX_QUERY_TERMS = 64  # longer queries keep their first 64 distinct terms (Lucene caps clauses too)
 INDEX_FORMAT = 1  # bump when the document text or schema changes: old cache files are then ignored
 # Lucene's English stop words (pyserini's default analyzer drops them from queries and documents).
-STOP_WORDS = frozenset(
+_STOP_TEXT = (
     "a an and are as at be but by for if in into is it no not of on or such that the their then there "
-    "these they this to was will with".split()
+    "these they this to was will with"
 )
+STOP_WORDS = frozenset(_STOP_TEXT.split())
 _TERM = re.compile(r"\w+")
 
 

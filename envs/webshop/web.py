@@ -98,7 +98,11 @@ def make_server(session: PlaySession, host: str = "127.0.0.1", port: int = 8000)
 
 
 def serve(
-    env_id: str, seed: int = 0, options: dict[str, Any] | None = None, host: str = "127.0.0.1", port: int = 8000
+    env_id: str,
+    seed: int = 0,
+    options: dict[str, Any] | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
 ) -> None:
     """Serve `env_id` until interrupted (Ctrl-C)."""
     server = make_server(PlaySession(env_id, seed, options), host, port)
