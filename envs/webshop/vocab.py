@@ -26,11 +26,21 @@ class Category:
     types: tuple[ProductType, ...]
 
 
-def _t(noun, path, attributes, options, price, styles, use, plural=False) -> ProductType:
+def _t(
+    noun: str,
+    path: str,
+    attributes: str,
+    options: dict[str, tuple[str, ...]],
+    price: tuple[float, float],
+    styles: str,
+    use: str,
+    plural: bool = False,
+) -> ProductType:
+    """A product type written compactly: path levels separated by " / ", lists by ", "."""
+    first, second = path.split(" / ")
     return ProductType(
-        noun, tuple(path.split(" / ")), tuple(attributes.split(", ")), options, price,
-        tuple(styles.split(", ")), use, plural,
-    )  # fmt: skip
+        noun, (first, second), tuple(attributes.split(", ")), options, price, tuple(styles.split(", ")), use, plural
+    )
 
 
 FASHION_SIZES = ("x-small", "small", "medium", "large", "x-large", "xx-large")

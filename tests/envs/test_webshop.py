@@ -162,6 +162,17 @@ def test_expert_gets_full_reward_on_every_test_goal():
     assert max(t.num_turns for t in trajectories) <= 12
 
 
+def test_expert_gets_full_reward_on_every_built_in_goal():
+    env = WebShopEnv()
+    for index in range(len(env.catalog.goals)):
+        env.reset(options={"task_id": f"webshop-{index}"})
+        for _ in range(12):
+            _, reward, terminated, *_ = env.step(env.expert_action())
+            if terminated:
+                break
+        assert reward == 1.0, env.catalog.goals[index]
+
+
 def test_random_agent_mean_reward():
     result = turngym.evaluate("turngym/WebShop-v0", RandomAgent(), 200)
     print(
