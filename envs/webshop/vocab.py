@@ -39,7 +39,14 @@ def _t(
     """A product type written compactly: path levels separated by " / ", lists by ", "."""
     first, second = path.split(" / ")
     return ProductType(
-        noun, (first, second), tuple(attributes.split(", ")), options, price, tuple(styles.split(", ")), use, plural
+        noun,
+        (first, second),
+        tuple(attributes.split(", ")),
+        options,
+        price,
+        tuple(styles.split(", ")),
+        use,
+        plural,
     )
 
 

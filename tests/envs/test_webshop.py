@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import html
+import http.client
 import json
 import threading
 import urllib.parse
@@ -229,6 +230,9 @@ def test_paging_and_back_navigation():
     assert "Page 4 (Total results: 50)" in obs
     obs, *_ = env.step("click[back to search]")
     assert obs.endswith("Search")
+    obs, _, _, _, info = env.step("search[🙂 ¿qué?]")  # unicode words are words: a valid search, no hits
+    assert info["valid_action"] and "(Total results: 0)" in obs and set(obs) <= TEXT_CHARSET
+    env.step("click[back to search]")
     _search(env, "shampoo")
     assert env._page_asins() == first_page
 
@@ -332,8 +336,12 @@ def test_html_render_and_web_server():
             page = post(search=action[7:-1]) if action.startswith("search[") else post(action=action)
         assert "Your score (min 0.0, max 1.0)" in page and "success: reward 1 after" in page
         assert "<script" not in post(new="1")  # a new episode starts; nothing executable is served
-        with pytest.raises(urllib.error.HTTPError, match="413"):
-            post(search="x" * (2 << 20))
+        connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        connection.putrequest("POST", "/")
+        connection.putheader("Content-Length", str(2 << 20))  # refused from the header alone
+        connection.endheaders()
+        assert connection.getresponse().status == 413
+        connection.close()
     finally:
         server.shutdown()
         server.server_close()
