@@ -66,6 +66,11 @@ class Catalog:
     def by_asin(self) -> dict[str, Product]:
         return {p.asin: p for p in self.products}
 
+    @functools.cached_property
+    def split_of(self) -> dict[int, str]:
+        """goal index -> its split."""
+        return {i: split for split, indices in self.splits.items() for i in indices}
+
 
 def price_limit(price: float, rng: StableRng) -> float:
     """WebShop's goal price limit: of the first four multiples of 10 above the price, the larger of

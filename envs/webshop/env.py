@@ -134,16 +134,12 @@ class WebShopEnv(TextEnv):
         info = {
             "task": goal.instruction,
             "task_id": f"webshop-{self.goal_index}",
-            "task_type": self.catalog.by_asin[goal.asin].category
-            if goal.asin in self.catalog.by_asin
-            else "",
-            "split": "test" if self.goal_index in self._test_set() else "train",
+            "task_type": self.catalog.by_asin[goal.asin].category,
+            # a goal of WebShop's dev range (500-1499), reachable only by task_id, is in neither split
+            "split": self.catalog.split_of.get(self.goal_index, "dev"),
             **self._state_info(),
         }
         return observation, info
-
-    def _test_set(self) -> frozenset[int]:
-        return _test_set(self.catalog)
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         if self.goal_index < 0:
@@ -224,8 +220,8 @@ class WebShopEnv(TextEnv):
                 targets[name.lower()] = ("sub", name.lower())
             targets[BUY_NOW.lower()] = ("buy", None)
             for name, values in self._product().options.items():
-                for value in values:
-                    targets[value.lower()] = ("option", (name, value))
+                for value in values:  # keyed as actions are read: lower case, single spaces
+                    targets[" ".join(value.lower().split())] = ("option", (name, value))
         return targets
 
     def _page_asins(self) -> tuple[str, ...]:
@@ -401,8 +397,3 @@ class WebShopEnv(TextEnv):
         if self.page == "results" and goal.asin in self.results:
             return 0.25
         return 0.0
-
-
-@functools.cache
-def _test_set(catalog: Catalog) -> frozenset[int]:
-    return frozenset(catalog.splits["test"])
