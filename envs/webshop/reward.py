@@ -9,8 +9,8 @@ R = r_type * (attribute matches + option matches + 1[price <= limit]) / (goal at
   title, features or description counts. Values first go through WebShop's `normalize_color`;
 - r_type: 1, 0.5, 0.1 or 0 from query equality, shared category levels and title noun overlap.
 
-Fuzzy scores are thefuzz's (what WebShop calls): ASCII-only, lower-cased, punctuation stripped, then
-rapidfuzz's `token_set_ratio`, rounded to an integer. WebShop tags title nouns with spaCy's
+Fuzzy scores are thefuzz's (what WebShop calls): code points 128-255 dropped, lower-cased, punctuation
+stripped, then rapidfuzz's `token_set_ratio`, rounded to an integer. WebShop tags title nouns with spaCy's
 `en_core_web_lg`; that model is a large download, so `title_nouns` keeps the content words of a title
 (no stopwords, numbers or common adjectives), which is what NOUN/PROPN tags keep on product titles.
 """
@@ -85,11 +85,14 @@ class RewardBreakdown:
         return asdict(self)
 
 
+_LATIN1 = dict.fromkeys(range(128, 256))  # thefuzz's force_ascii drops exactly these code points
+
+
 def fuzzy_score(a: str, b: str) -> int:
-    """thefuzz's `token_set_ratio(a, b)`: ASCII only, default processing, rounded."""
-    a = default_process(a.encode("ascii", "ignore").decode())
-    b = default_process(b.encode("ascii", "ignore").decode())
-    return round(fuzz.token_set_ratio(a, b))
+    """thefuzz's `token_set_ratio(a, b)`: Latin-1 letters dropped, default processing, rounded."""
+    return round(
+        fuzz.token_set_ratio(default_process(a.translate(_LATIN1)), default_process(b.translate(_LATIN1)))
+    )
 
 
 def normalize_color(value: str) -> str:

@@ -142,6 +142,8 @@ def test_reward_helpers_match_webshop():
                           ("steelivy fuchsia", "fuchsia"), ("123alabaster", "alabaster"), ("webshop", "webshop")]:  # fmt: skip
         assert normalize_color(raw) == expected
     assert fuzzy_score("Essential Oils!", "essential oil") > 85 and fuzzy_score("tea bag", "tea tree") <= 85
+    assert fuzzy_score("café", "caf") == 100  # thefuzz drops Latin-1 letters (force_ascii) ...
+    assert fuzzy_score("日本茶", "日本") < 100  # ... but keeps the rest of Unicode
     assert title_nouns("The Best 2 Pack Organic Shampoo for Dry Hair") == ["pack", "shampoo", "hair"]
 
 
