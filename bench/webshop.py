@@ -103,9 +103,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the 100k-product part")
     args = parser.parse_args()
+    where = "one process"
     if hasattr(os, "sched_setaffinity"):  # Linux: measure on one core
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    print(f"WebShop bench, single process, {time.strftime('%Y-%m-%d %H:%M')}")
+        where = "pinned to one core"
+    print(f"WebShop bench, {where}, {time.strftime('%Y-%m-%d %H:%M')}")
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["TURNGYM_CACHE"] = tmp
         catalog, generate_s = timed(build_catalog)
