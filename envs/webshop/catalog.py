@@ -149,8 +149,8 @@ def _product(
     )
 
 
-_OPTION_WORD = {"color": " color", "scent": " scent", "flavor name": " flavor", "style": " style"}
-_ARTICLE = re.compile(r"\ba ([aeiou])")
+_OPTION_WORD = {"color": "color", "scent": "scent", "flavor name": "flavor", "style": "style"}
+_ARTICLE = re.compile(r"\ba ([aeio]|u(?!s))")  # "an organic", "an unsalted", but "a usb c charger"
 _TEMPLATES = (
     "i need {art}{attrs} {noun}{opts}",
     "i am looking for {art}{noun} that is {attrs}{opts}",
@@ -161,10 +161,10 @@ _TEMPLATES = (
 
 
 def _instruction(rng: StableRng, kind: ProductType, attributes: list[str], options: dict[str, str]) -> str:
-    parts = [
-        value if _OPTION_WORD.get(name, " ").strip() in value else f"{value}{_OPTION_WORD.get(name, '')}"
-        for name, value in options.items()
-    ]
+    parts = []
+    for name, value in options.items():  # "12 ounce", "black color", but not "unscented scent"
+        word = _OPTION_WORD.get(name, "")
+        parts.append(value if not word or word in value else f"{value} {word}")
     opts = ""
     if parts:
         opts = " in " + (parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}")

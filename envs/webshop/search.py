@@ -3,8 +3,9 @@ cached on disk under a name keyed by the catalog's content hash, and written ato
 
 WebShop indexes each product's title, description, first bullet point and option text, lower-cased,
 with Lucene BM25 (pyserini), and returns the top 50 hits. tantivy was chosen over SQLite FTS5 after
-measuring both on this catalog (`bench/webshop.py`): about the same build time, but ~10x faster
-queries, and it stays sub-millisecond at 100k products where FTS5 scores every match.
+measuring both (`bench/webshop.py`): about the same build time, but queries ~15x faster on the
+built-in catalog and ~100x faster at 100k products (0.6 ms against 66 ms), where FTS5 scores every
+document that shares a word with the query.
 """
 
 from __future__ import annotations
