@@ -48,6 +48,8 @@ def test_built_wheel_contains_the_mapped_packages(tmp_path):
         "turngym/envs/minigrid/text.py",
         "turngym/envs/household/env.py",
         "turngym/envs/textworld/alfworld.py",
+        "turngym/envs/webshop/env.py",
+        "turngym/envs/webshop/vocab.py",
         "turngym/agents/scripted.py",
         "turngym/trainers/__init__.py",
         "turngym/tools.py",

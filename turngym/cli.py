@@ -47,11 +47,23 @@ def play(
     seed: Annotated[int, typer.Option(help="Episode seed.")] = 0,
     split: Annotated[str, typer.Option(help="Task split: train or test.")] = "train",
     task_id: Annotated[str | None, typer.Option(help="Replay this exact task.")] = None,
+    web: Annotated[
+        bool, typer.Option("--web", help="Serve the env's HTML pages on localhost instead.")
+    ] = False,
+    port: Annotated[int, typer.Option(help="Port for --web.")] = 8000,
 ) -> None:
-    """Play an environment yourself in the terminal (type `quit` to stop)."""
+    """Play an environment yourself in the terminal (type `quit` to stop), or in a browser with --web."""
+    options = {"split": split, **({"task_id": task_id} if task_id else {})}
+    if web:
+        from turngym.envs.webshop.web import serve
+
+        try:
+            serve(env_id, seed=seed, options=options, port=port)
+        except (TurnGymError, ValueError, OSError) as exc:
+            raise _fail(str(exc)) from None
+        return
     try:
         env = turngym.make(env_id)
-        options = {"split": split, **({"task_id": task_id} if task_id else {})}
         observation, info = env.reset(seed=seed, options=options)
     except (TurnGymError, ValueError) as exc:
         raise _fail(str(exc)) from None
