@@ -111,3 +111,17 @@ def test_prepare_conversation_combines_both(expert_trajectories):
     assert messages[0]["content"].endswith(REACT_FORMAT)
     assert messages[1 : 1 + len(examples)] == examples
     assert prepare_conversation(CONVERSATION) == CONVERSATION
+
+
+def test_lm_agents_are_registered_lazily():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, turngym; from turngym.agents import make_agent, AGENT_NAMES;"
+        "assert {'openai', 'vllm'} <= set(AGENT_NAMES);"
+        "heavy = [m for m in ('httpx', 'vllm', 'torch') if m in sys.modules]; assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with pytest.raises(ConfigError, match="needs model="):
+        turngym.agents.make_agent("vllm")
