@@ -142,7 +142,7 @@ class OpenAIAgent:
             except httpx.TimeoutException:
                 failure = f"timed out after {self.timeout:g} s"
             except httpx.TransportError as exc:
-                failure = f"{type(exc).__name__}: {exc}"
+                failure = f"{type(exc).__name__}: {_excerpt(str(exc))}"
             else:
                 if response.status_code == 200:
                     return _assistant_message(response, self.url)
