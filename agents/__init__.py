@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,22 +13,42 @@ from turngym.rollout import Agent, LiveEpisode
 
 if TYPE_CHECKING:
     from turngym.agents.hf import HFAgent
+    from turngym.agents.openai import OpenAIAgent
     from turngym.agents.tiny import TinyAgent, TinyConfig
+    from turngym.agents.vllm import VLLMAgent
 
-AGENT_NAMES = ("expert", "random")
+AGENT_NAMES = ("expert", "random", "openai", "vllm")
+
+# Heavy agents (torch/transformers, httpx, vllm) load only when first used: `import turngym` stays light.
+_LAZY = {
+    "HFAgent": "hf",
+    "Generation": "hf",
+    "TokenBatch": "hf",
+    "add_lora": "hf",
+    "TinyAgent": "tiny",
+    "TinyConfig": "tiny",
+    "OpenAIAgent": "openai",
+    "VLLMAgent": "vllm",
+}
 
 
 def make_agent(name: str, **kwargs: Any) -> Agent:
-    """An agent by CLI name (`expert`, `random`) or the folder of a saved `HFAgent`/`TinyAgent`
-    (what `agent.save(path)` and the trainers' checkpoints write); a one-line error otherwise."""
+    """An agent by name with its keyword arguments: `expert`, `random`, `openai` (`model=`,
+    `base_url=`, ... or the `OPENAI_*` env vars: see `OpenAIAgent`), `vllm` (`model=`, ...: see
+    `VLLMAgent`), or the folder of a saved `HFAgent`/`TinyAgent` (what `agent.save(path)` and the
+    trainers' checkpoints write); a one-line error names the valid ones."""
     if name == "expert":
         return ExpertAgent(**kwargs)
     if name == "random":
         return RandomAgent(**kwargs)
+    if name == "openai":
+        return __getattr__("OpenAIAgent")(**kwargs)
+    if name == "vllm":
+        if "model" not in kwargs:
+            raise ConfigError("the vllm agent needs model= (a Hugging Face model id or folder)")
+        return __getattr__("VLLMAgent")(**kwargs)
     if (Path(name) / "config.json").exists() or (Path(name) / "adapter_config.json").exists():
-        from turngym.agents.hf import HFAgent
-
-        return HFAgent.load(name, **kwargs)
+        return __getattr__("HFAgent").load(name, **kwargs)
     raise ConfigError(
         f"unknown agent {name!r}.{did_you_mean(name, AGENT_NAMES)} Valid agents: {list(AGENT_NAMES)} "
         "or the folder of a saved model"
@@ -35,15 +56,8 @@ def make_agent(name: str, **kwargs: Any) -> Agent:
 
 
 def __getattr__(name: str) -> Any:
-    # torch/transformers load only when an LM agent is first used: `import turngym` stays light
-    if name in ("HFAgent", "Generation", "TokenBatch", "add_lora"):
-        from turngym.agents import hf
-
-        return getattr(hf, name)
-    if name in ("TinyAgent", "TinyConfig"):
-        from turngym.agents import tiny
-
-        return getattr(tiny, name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"turngym.agents.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'turngym.agents' has no attribute {name!r}")
 
 
@@ -53,9 +67,11 @@ __all__ = [
     "ExpertAgent",
     "HFAgent",
     "LiveEpisode",
+    "OpenAIAgent",
     "RandomAgent",
     "SamplingConfig",
     "TinyAgent",
     "TinyConfig",
+    "VLLMAgent",
     "make_agent",
 ]

@@ -42,9 +42,7 @@ register(
 )
 
 import turngym.envs.games  # noqa: E402  (registers the game ids)
-import turngym.envs.minigrid  # noqa: E402, F401  (registers the MiniGrid/BabyAI ids)
-
 import turngym.envs.household  # noqa: E402  (registers the household ids)
-import turngym.envs.textworld  # noqa: E402, F401  (registers the TextWorld and ALFWorld ids)
-
+import turngym.envs.minigrid  # noqa: E402  (registers the MiniGrid/BabyAI ids)
+import turngym.envs.textworld  # noqa: E402  (registers the TextWorld and ALFWorld ids)
 import turngym.envs.webshop  # noqa: E402, F401  (registers turngym/WebShop-v0)

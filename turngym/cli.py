@@ -97,7 +97,10 @@ def play(
 def eval_command(
     env_id: Annotated[str, typer.Argument(help="Env id, e.g. turngym/KeyDoor-v0.")],
     agent: Annotated[
-        str, typer.Option(help="Agent: expert, random, or the folder of a saved model.")
+        str,
+        typer.Option(
+            help="Agent: expert, random, openai (OPENAI_* env vars), or the folder of a saved model."
+        ),
     ] = "random",
     episodes: Annotated[int, typer.Option(min=1, help="Number of evaluation episodes.")] = 100,
     batch_size: Annotated[int, typer.Option(min=1, help="Episodes played at once.")] = 16,
