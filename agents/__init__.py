@@ -6,7 +6,7 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from turngym.agents.sampling import SamplingConfig
+from turngym.agents.sampling import Generation, SamplingConfig
 from turngym.agents.scripted import ExpertAgent, RandomAgent
 from turngym.errors import ConfigError, did_you_mean
 from turngym.rollout import Agent, LiveEpisode
@@ -22,7 +22,6 @@ AGENT_NAMES = ("expert", "random", "openai", "vllm")
 # Heavy agents (torch/transformers, httpx, vllm) load only when first used: `import turngym` stays light.
 _LAZY = {
     "HFAgent": "hf",
-    "Generation": "hf",
     "TokenBatch": "hf",
     "add_lora": "hf",
     "TinyAgent": "tiny",
@@ -65,6 +64,7 @@ __all__ = [
     "AGENT_NAMES",
     "Agent",
     "ExpertAgent",
+    "Generation",
     "HFAgent",
     "LiveEpisode",
     "OpenAIAgent",

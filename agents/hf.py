@@ -9,9 +9,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from turngym.agents.sampling import SamplingConfig, cut_at_stop
+from turngym.agents.prompting import few_shot_messages, parse_reply, prepare_conversation, react_stop
+from turngym.agents.sampling import Generation, SamplingConfig, cut_at_stop
 from turngym.errors import ConfigError, require
-from turngym.types import Conversation
+from turngym.types import Conversation, Trajectory
 
 if TYPE_CHECKING:
     import torch
@@ -24,16 +25,6 @@ PLAIN_CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 AGENT_FILE = "turngym_agent.json"
-
-
-@dataclass
-class Generation:
-    """One sampled action: the text the env receives, the generated token ids (up to and including
-    EOS) and their log-probabilities under the model at temperature 1."""
-
-    text: str
-    token_ids: list[int]
-    logprobs: list[float]
 
 
 @dataclass
@@ -66,12 +57,16 @@ class HFAgent:
         max_context_tokens: int | None = None,
         name: str = "hf",
         seed: int = 0,
+        react: bool = False,
+        few_shot: Sequence[Trajectory] = (),
     ) -> None:
         torch = require("torch", "hf", "HFAgent")
         self.model = model
         self.tokenizer = tokenizer
         self.sampling = sampling or SamplingConfig()
         self.name = name
+        self.react = react
+        self.examples = few_shot_messages(few_shot, react=react)
         if tokenizer.chat_template is None:
             tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
         if tokenizer.eos_token_id is None:
@@ -99,8 +94,9 @@ class HFAgent:
 
     def prompt_ids(self, conversation: Conversation) -> list[int]:
         """Chat-template token ids ending with the assistant prefix, within `max_context_tokens`:
-        the oldest turns after the system message are dropped first, in user/assistant pairs."""
-        messages = list(conversation)
+        the oldest turns after the system message are dropped first, in user/assistant pairs.
+        With `react` / `few_shot`, the ReAct format and the examples are added first."""
+        messages = prepare_conversation(conversation, self.react, self.examples)
         while True:
             ids = self._render(messages)
             if len(ids) <= self.max_context_tokens:
@@ -140,12 +136,14 @@ class HFAgent:
     def generate(
         self, conversations: Sequence[Conversation], sampling: SamplingConfig | None = None
     ) -> list[Generation]:
-        """One batched `model.generate` call for all conversations."""
+        """One batched `model.generate` call for all conversations. `text` is the action the env
+        receives (cut at a stop string; with `react`, the text of the last `Action:` line)."""
         import torch
 
         if not conversations:
             return []
         sampling = sampling or self.sampling
+        stop = react_stop(sampling.stop) if self.react else sampling.stop
         input_ids, attention_mask, _ = self._left_pad([self.prompt_ids(c) for c in conversations])
         kwargs: dict[str, Any] = {"do_sample": False}
         if not sampling.greedy:
@@ -177,7 +175,8 @@ class HFAgent:
         for row, row_logprobs in zip(new_tokens.tolist(), token_logprobs.tolist()):
             end = row.index(eos) + 1 if eos in row else len(row)
             text = self.tokenizer.decode(row[:end], skip_special_tokens=True)
-            generations.append(Generation(cut_at_stop(text, sampling.stop), row[:end], row_logprobs[:end]))
+            action = parse_reply(cut_at_stop(text, stop), self.react)
+            generations.append(Generation(action, row[:end], row_logprobs[:end]))
         return generations
 
     # ---- scoring (trainers) --------------------------------------------------------------------

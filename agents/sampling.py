@@ -1,4 +1,4 @@
-"""Sampling parameters shared by every LM agent (transformers, vLLM, OpenAI-compatible endpoints)."""
+"""Sampling parameters and the `Generation` record shared by every LM agent (transformers, vLLM, OpenAI)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from turngym.errors import ConfigError
+
+
+@dataclass
+class Generation:
+    """One sampled action: the text the env receives, the generated token ids (up to and including
+    EOS or a stop string) and their log-probabilities under the model at temperature 1 (before
+    temperature and top-p)."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
 
 
 @dataclass(frozen=True)

