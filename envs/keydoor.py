@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from turngym.core import TextEnv, parse_reset_options, quote_action
+from turngym.core import TextEnv, check_step_order, parse_reset_options, quote_action
 
 COLORS = ("red", "blue", "green", "yellow", "purple", "orange", "white", "black")
 TEST_FRACTION = 0.2
@@ -135,10 +135,7 @@ class KeyDoorEnv(TextEnv):
         return observation, info
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
-        if self.task is None:
-            raise RuntimeError("call reset() before step()")
-        if self.done:
-            raise RuntimeError("the episode is over: call reset()")
+        check_step_order(started=self.task is not None, done=self.done)
         feedback, valid, reward = self._apply(action)
         observation = feedback if self.done else f"{feedback}\n{self._describe()}"
         info = {"valid_action": valid, **self._state_info()}

@@ -90,3 +90,20 @@ def test_render_ansi_returns_last_observation():
     env = turngym.make("turngym/KeyDoor-v0", render_mode="ansi")
     obs, _ = env.reset(seed=0)
     assert env.render() == obs
+
+
+@pytest.mark.parametrize(
+    "env_id",
+    ["turngym/KeyDoor-v0", "turngym/Household-v0", "turngym/Maze-v0", "turngym/Wordle-v0", "turngym/Calc-v0"],
+)
+def test_step_before_reset_or_after_the_end_is_a_caller_error(env_id):
+    env = turngym.make(env_id).unwrapped
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step("look")
+    env.reset(seed=0)
+    while (action := env.expert_action()) is not None:
+        *_, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            break
+    with pytest.raises(RuntimeError, match="episode is over"):
+        env.step("look")

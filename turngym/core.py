@@ -44,6 +44,15 @@ def text_space(max_length: int, min_length: int = 0) -> spaces.Text:
     return space
 
 
+def check_step_order(*, started: bool, done: bool) -> None:
+    """Raise on `step` before `reset` or after the episode ended: a caller bug, not an agent's
+    invalid action, so it is an exception (as in Gymnasium's `OrderEnforcing`)."""
+    if not started:
+        raise RuntimeError("call reset() before step()")
+    if done:
+        raise RuntimeError("the episode is over: call reset()")
+
+
 class StepInfo(TypedDict, total=False):
     """The `info` keys TurnGym envs share. `reset` sets `task`/`task_id`; `step` always sets
     `valid_action` and `success`; the rest where the env knows them."""

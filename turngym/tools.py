@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from turngym.core import TEXT_CHARSET, TextEnv, parse_reset_options, quote_action
+from turngym.core import TEXT_CHARSET, TextEnv, check_step_order, parse_reset_options, quote_action
 from turngym.errors import did_you_mean
 
 MAX_TOOL_OUTPUT_CHARS = 4000
@@ -436,10 +436,7 @@ class ToolEnv(TextEnv):
         return observation, info
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
-        if self.task is None:
-            raise RuntimeError("call reset() before step()")
-        if self.done:
-            raise RuntimeError("the episode is over: call reset()")
+        check_step_order(started=self.task is not None, done=self.done)
         observation, valid, tool = self._apply(action)
         reward = 1.0 if self.succeeded else 0.0
         observation = clean_text(observation)

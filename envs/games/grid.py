@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from turngym.core import TextEnv, parse_reset_options, quote_action
+from turngym.core import TextEnv, check_step_order, parse_reset_options, quote_action
 
 MOVES: dict[str, tuple[int, int]] = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}
 """Move name -> (row delta, column delta)."""
@@ -164,10 +164,7 @@ class GridGameEnv(TextEnv):
         return observation, info
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
-        if self.level_seed < 0:
-            raise RuntimeError("call reset() before step()")
-        if self.done:
-            raise RuntimeError("the episode is over: call reset()")
+        check_step_order(started=self.level_seed >= 0, done=self.done)
         move = parse_move(action)
         reward = 0.0
         if move is None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from turngym.core import TextEnv, parse_reset_options, quote_action
+from turngym.core import TextEnv, check_step_order, parse_reset_options, quote_action
 from turngym.types import Message
 
 if TYPE_CHECKING:
@@ -307,10 +307,7 @@ class QuestionGameEnv(TextEnv):
         raise NotImplementedError
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
-        if self.index < 0:
-            raise RuntimeError("call reset() before step()")
-        if self.done:
-            raise RuntimeError("the episode is over: call reset()")
+        check_step_order(started=self.index >= 0, done=self.done)
         entity = self.entities[self.index]
         self.num_questions += 1
         key, why = self.oracle().parse(action, self._names())

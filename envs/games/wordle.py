@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from turngym.core import TextEnv, parse_reset_options, quote_action
+from turngym.core import TextEnv, check_step_order, parse_reset_options, quote_action
 from turngym.envs.games.questions import split_indices
 
 WORD_LENGTH = 5
@@ -124,10 +124,7 @@ class WordleEnv(TextEnv):
         return word_list()[self.answer_index]
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
-        if self.answer_index < 0:
-            raise RuntimeError("call reset() before step()")
-        if self.done:
-            raise RuntimeError("the episode is over: call reset()")
+        check_step_order(started=self.answer_index >= 0, done=self.done)
         match = _GUESS.match(" ".join(str(action).lower().split()))
         word = match.group(1) if match else None
         reward = 0.0

@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from turngym.core import TextEnv, parse_reset_options
+from turngym.core import TextEnv, check_step_order, parse_reset_options
 from turngym.envs.household.catalog import (
     APPLIANCE,
     CLEAN,
@@ -153,10 +153,7 @@ class HouseholdEnv(TextEnv):
     # -- step --------------------------------------------------------------------------------------
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
-        if self.world is None:
-            raise RuntimeError("call reset() before step()")
-        if self.done:
-            raise RuntimeError("the episode is over: call reset()")
+        check_step_order(started=self.world is not None, done=self.done)
         feedback = self._execute(" ".join(str(action).lower().split()).rstrip(".!"))
         valid = feedback is not None
         observation = feedback if valid else NOTHING

@@ -9,7 +9,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from turngym.core import TextEnv, parse_reset_options, quote_action
+from turngym.core import TextEnv, check_step_order, parse_reset_options, quote_action
 from turngym.envs.games.grid import draw_level_seed, level_split, parse_level_id
 from turngym.errors import did_you_mean, require
 
@@ -182,10 +182,7 @@ class MiniGridTextEnv(TextEnv):
         return describe_view(self.last_image, held)
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
-        if self.level_seed < 0:
-            raise RuntimeError("call reset() before step()")
-        if self.done:
-            raise RuntimeError("the episode is over: call reset()")
+        check_step_order(started=self.level_seed >= 0, done=self.done)
         index = parse_action(action)
         if index is None:
             observation = (

@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from turngym.core import TEXT_CHARSET, TextEnv, parse_reset_options, quote_action
+from turngym.core import TEXT_CHARSET, TextEnv, check_step_order, parse_reset_options, quote_action
 
 _BANNER_LINE = re.compile(r"^[\s_|\\$/<>]*$")  # TextWorld's ASCII-art title is made of these characters
 
@@ -99,10 +99,7 @@ class TextWorldGameEnv(TextEnv):
         return self.state
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
-        if self.state is None:
-            raise RuntimeError("call reset() before step()")
-        if self.done:
-            raise RuntimeError("the episode is over: call reset()")
+        check_step_order(started=self.state is not None, done=self.done)
         command = self._translate(normalize(action), list(self.state["admissible_commands"] or []))
         if command is None:
             observation = f"That command is not available here: {quote_action(action)}. Nothing happens."

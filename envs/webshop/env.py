@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar
 
-from turngym.core import MAX_ACTION_CHARS, TextEnv, parse_reset_options, quote_action
+from turngym.core import MAX_ACTION_CHARS, TextEnv, check_step_order, parse_reset_options, quote_action
 from turngym.envs.webshop.catalog import Catalog, builtin_catalog
 from turngym.envs.webshop.pages import Segment, to_html, to_text
 from turngym.envs.webshop.reward import webshop_reward
@@ -142,10 +142,7 @@ class WebShopEnv(TextEnv):
         return observation, info
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
-        if self.goal_index < 0:
-            raise RuntimeError("call reset() before step()")
-        if self.page == "done":
-            raise RuntimeError("the episode is over: call reset()")
+        check_step_order(started=self.goal_index >= 0, done=self.page == "done")
         error, reward = self._apply(str(action)), 0.0
         if self.purchase is not None:
             reward = self.purchase["reward"]
