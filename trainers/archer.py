@@ -39,7 +39,14 @@ from turngym.trainers.common import (
     train_loop,
     transitions,
 )
-from turngym.trainers.critic import BACKBONES, DoubleCritic, TextEncoder, polyak_update, token_logprobs
+from turngym.trainers.critic import (
+    BACKBONES,
+    DoubleCritic,
+    TextEncoder,
+    kl_penalty,
+    polyak_update,
+    token_logprobs,
+)
 
 
 @dataclass
@@ -90,9 +97,13 @@ class ArcherConfig(TrainConfig):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.critic_backbone not in BACKBONES:
-            raise ConfigError(f"critic_backbone must be one of {list(BACKBONES)}, got {self.critic_backbone!r}")
+            raise ConfigError(
+                f"critic_backbone must be one of {list(BACKBONES)}, got {self.critic_backbone!r}"
+            )
         if self.kl_coef < 0 or self.critic_lr <= 0:
-            raise ConfigError(f"kl_coef must be >= 0 and critic_lr > 0, got {self.kl_coef} and {self.critic_lr}")
+            raise ConfigError(
+                f"kl_coef must be >= 0 and critic_lr > 0, got {self.kl_coef} and {self.critic_lr}"
+            )
 
 
 class ArcherTrainer:
@@ -121,7 +132,9 @@ class ArcherTrainer:
 
     # ---- losses ----------------------------------------------------------------------------------
 
-    def critic_loss(self, batch: Sequence[Transition], pi_actions: Sequence[str]) -> tuple[torch.Tensor, dict]:
+    def critic_loss(
+        self, batch: Sequence[Transition], pi_actions: Sequence[str]
+    ) -> tuple[torch.Tensor, dict]:
         """TD loss of Q1, Q2 and V1, V2 on replayed turns; `pi_actions` are the policy's actions at s."""
         states = [t.state for t in batch]
         rewards = torch.tensor([t.reward for t in batch], device=self.device)  # (B,)
@@ -178,8 +191,7 @@ class ArcherTrainer:
         if self.reference is not None:
             with torch.no_grad(), autocast(self.config, self.device):
                 ref_logprobs = token_logprobs(self.reference, tokens)
-            log_ratio = (ref_logprobs - logprobs) * mask
-            kl = ((log_ratio.exp() - 1 - log_ratio) * mask).sum() / mask.sum()  # k3 estimator, per token
+            kl = kl_penalty(logprobs, ref_logprobs, mask)
             loss = loss + self.config.kl_coef * kl
             metrics["losses/kl"] = kl.item()
         loss.backward()
@@ -201,7 +213,9 @@ class ArcherTrainer:
         if iteration > config.warmup_iterations:
             for _ in range(config.actor_updates):
                 logs.append(self.actor_step(self.buffer.sample(config.batch_size)))
-        metrics = {key: float(np.mean([m[key] for m in logs if key in m])) for key in {k for m in logs for k in m}}
+        metrics = {
+            key: float(np.mean([m[key] for m in logs if key in m])) for key in {k for m in logs for k in m}
+        }
         metrics.update(rollout_stats(trajectories))
         metrics["charts/buffer_size"] = len(self.buffer)
         return metrics, sum(t.num_turns for t in trajectories)

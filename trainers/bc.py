@@ -75,7 +75,9 @@ def bc_examples(
         observations, actions = t.observations, t.actions
         for i in range(t.num_turns):
             if mask[i] and weight != 0:
-                state = build_conversation(t.instructions, observations[: i + 1], actions[:i], config.history_window)
+                state = build_conversation(
+                    t.instructions, observations[: i + 1], actions[:i], config.history_window
+                )
                 examples.append((state, actions[i], weight))
     return examples
 
@@ -118,14 +120,17 @@ class BCTrainer:
                 config.env_id,
                 ExpertAgent(),
                 config.expert_episodes,
-                seed=config.seed * 1_000_003 + 999_983,  # disjoint from the eval seeds on the test split anyway
+                seed=config.seed * 1_000_003
+                + 999_983,  # disjoint from the eval seeds on the test split anyway
                 split="train",
                 max_turns=config.max_turns,
             )
         from pathlib import Path
 
         if not Path(config.data).exists():
-            raise ConfigError(f"data must be 'expert' or an existing trajectories JSONL file, got {config.data!r}")
+            raise ConfigError(
+                f"data must be 'expert' or an existing trajectories JSONL file, got {config.data!r}"
+            )
         return read_trajectories(config.data)
 
     def loss(self, examples: Sequence[tuple[Conversation, str, float]]) -> torch.Tensor:
@@ -147,7 +152,9 @@ class BCTrainer:
             loss.backward()
             losses.append(loss.item() * config.grad_accum_steps)
             if step % config.grad_accum_steps == 0 or step == len(batches):
-                optimizer_step(self.optimizer, self.scheduler, self.agent.model.parameters(), config.max_grad_norm)
+                optimizer_step(
+                    self.optimizer, self.scheduler, self.agent.model.parameters(), config.max_grad_norm
+                )
         metrics = {"losses/bc": float(np.mean(losses)), "charts/examples": len(self.examples)}
         # the demonstrations are played once: count their turns on the first epoch only
         steps = sum(t.num_turns for t in self.demonstrations) if iteration == 1 else 0

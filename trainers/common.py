@@ -7,6 +7,7 @@ import contextlib
 import copy
 import dataclasses
 import io
+import itertools
 import json
 import math
 import random
@@ -116,7 +117,9 @@ class TrainConfig:
         if self.target_success is not None and not 0 < self.target_success <= 1:
             raise ConfigError(f"target_success must be in (0, 1] or None, got {self.target_success}")
         if self.tiny_embd % self.tiny_heads:
-            raise ConfigError(f"tiny_embd ({self.tiny_embd}) must be a multiple of tiny_heads ({self.tiny_heads})")
+            raise ConfigError(
+                f"tiny_embd ({self.tiny_embd}) must be a multiple of tiny_heads ({self.tiny_heads})"
+            )
 
     @property
     def name(self) -> str:
@@ -140,8 +143,12 @@ def config_help(cls: type) -> dict[str, tuple[str, Any, str]]:
         if not dataclasses.is_dataclass(klass):
             continue
         body = ast.parse(inspect.getsource(klass)).body[0].body
-        for node, nxt in zip(body, body[1:]):
-            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+        for node, nxt in itertools.pairwise(body):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+            ):
                 docs[node.target.id] = " ".join(str(nxt.value.value).split())
     hints = typing.get_type_hints(cls)
     out = {}
@@ -281,7 +288,9 @@ def default_agent(config: TrainConfig) -> HFAgent:
     """A TinyAgent for `config.env_id` (vocabulary from the env's text), sized by `tiny_*`."""
     from turngym.agents.tiny import TinyAgent, TinyConfig
 
-    tiny = TinyConfig(n_layer=config.tiny_layers, n_embd=config.tiny_embd, n_head=config.tiny_heads, seed=config.seed)
+    tiny = TinyConfig(
+        n_layer=config.tiny_layers, n_embd=config.tiny_embd, n_head=config.tiny_heads, seed=config.seed
+    )
     return TinyAgent.from_env(config.env_id, tiny, config.sampling)
 
 
@@ -326,7 +335,9 @@ def transitions(
         returns[i] = running
     return [
         Transition(
-            state=build_conversation(trajectory.instructions, observations[: i + 1], actions[:i], history_window),
+            state=build_conversation(
+                trajectory.instructions, observations[: i + 1], actions[:i], history_window
+            ),
             action=actions[i],
             reward=float(trajectory.turns[i].reward),
             next_state=build_conversation(
@@ -396,9 +407,13 @@ class Run:
             yaml = require("yaml", "train", "config files")
             saved = yaml.safe_load(config_path.read_text())
             current = yaml.safe_load(config_yaml(config))
-            changed = sorted(k for k in set(saved) | set(current) if k != "iterations" and saved.get(k) != current.get(k))
+            changed = sorted(
+                k for k in set(saved) | set(current) if k != "iterations" and saved.get(k) != current.get(k)
+            )
             if changed:  # only `iterations` may grow: resuming extends the same run
-                raise ConfigError(f"cannot resume {self.dir}: config differs from its config.yaml in {changed}")
+                raise ConfigError(
+                    f"cannot resume {self.dir}: config differs from its config.yaml in {changed}"
+                )
         elif self.dir.exists() and any(self.dir.iterdir()):
             raise ConfigError(f"{self.dir} already holds a run: pass --resume, or choose another run_name")
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -529,7 +544,9 @@ def plot_curves(curves: dict[str, list[dict[str, Any]]], path: str | Path, title
     return Path(path)
 
 
-def collect(agent: HFAgent, config: TrainConfig, iteration: int, run: Run | None, **kwargs: Any) -> list[Trajectory]:
+def collect(
+    agent: HFAgent, config: TrainConfig, iteration: int, run: Run | None, **kwargs: Any
+) -> list[Trajectory]:
     """Sample `rollout_episodes` train-split episodes with the policy (seeds depend only on the run
     seed and the iteration, so a resumed run plays the same episodes)."""
     import turngym
@@ -667,7 +684,10 @@ def train_loop(trainer: Any, resume: bool = False) -> list[dict[str, Any]]:
             last = iteration == config.iterations
             if iteration % config.eval_every == 0 or last:
                 metrics.update(evaluate_policy(trainer.agent, config))
-            reached = config.target_success is not None and metrics.get("eval/success_rate", 0.0) >= config.target_success
+            reached = (
+                config.target_success is not None
+                and metrics.get("eval/success_rate", 0.0) >= config.target_success
+            )
             run.log(metrics, iteration)
             history.append(metrics)
             if iteration % config.save_every == 0 or last or reached:

@@ -20,9 +20,11 @@ BACKBONES = ("own", "policy")
 
 def token_logprobs(model: nn.Module, batch) -> torch.Tensor:
     """Per-token log-probs of `batch.input_ids[:, 1:]` under `model` (B, L-1), masked to the action."""
-    logits = model(
-        input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
-    ).logits[:, :-1].float()  # (B, L-1, V)
+    logits = (
+        model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids)
+        .logits[:, :-1]
+        .float()
+    )  # (B, L-1, V)
     logprobs = logits.log_softmax(-1).gather(-1, batch.input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
     return logprobs * batch.action_mask[:, 1:]
 
@@ -35,7 +37,9 @@ class TextEncoder(nn.Module):
     `backbone="policy"`: the policy LM's last hidden layer, read without gradients (saves a second
     model for large policies; only the heads learn)."""
 
-    def __init__(self, agent: HFAgent, backbone: str = "own", layers: int = 1, width: int = 64, heads: int = 2):
+    def __init__(
+        self, agent: HFAgent, backbone: str = "own", layers: int = 1, width: int = 64, heads: int = 2
+    ):
         super().__init__()
         if backbone not in BACKBONES:
             raise ConfigError(f"critic backbone must be one of {list(BACKBONES)}, got {backbone!r}")
@@ -72,7 +76,11 @@ class TextEncoder(nn.Module):
             input_ids, attention_mask, position_ids = agent._left_pad([agent.prompt_ids(s) for s in states])
         else:
             batch = agent.token_batch(states, actions)
-            input_ids, attention_mask, position_ids = batch.input_ids, batch.attention_mask, batch.position_ids
+            input_ids, attention_mask, position_ids = (
+                batch.input_ids,
+                batch.attention_mask,
+                batch.position_ids,
+            )
         if self.model is not None:
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
             return out.last_hidden_state[:, -1].float()  # (B, H)
@@ -97,7 +105,9 @@ class _Shared:
 
 
 def mlp_head(in_dim: int, hidden: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1)
+    )
 
 
 class DoubleCritic(nn.Module):
@@ -135,3 +145,26 @@ def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """target <- (1 - tau) * target + tau * source."""
     for t, s in zip(target.parameters(), source.parameters()):
         t.lerp_(s, tau)
+
+
+def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean per-token KL(pi || ref) on the sampled action tokens (the non-negative k3 estimator)."""
+    log_ratio = (ref_logprobs - logprobs) * mask
+    return ((log_ratio.exp() - 1 - log_ratio) * mask).sum() / mask.sum().clamp(min=1)
+
+
+def clipped_policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip: float,
+) -> tuple[torch.Tensor, float]:
+    """PPO's clipped surrogate, per token (B, L-1), each token carrying its action's advantage (B,).
+    Returns (loss averaged over action tokens, fraction of clipped tokens)."""
+    ratio = (logprobs - old_logprobs).exp()  # (B, L-1)
+    adv = advantages.unsqueeze(-1)  # (B, 1)
+    surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
+    loss = -(surrogate * mask).sum() / mask.sum().clamp(min=1)
+    clipped = (((ratio - 1).abs() > clip).float() * mask).sum() / mask.sum().clamp(min=1)
+    return loss, clipped.item()

@@ -121,7 +121,10 @@ def test_save_load_round_trip(agent, tmp_path):
     conv = [conversation(TEXTS[1])]
     assert loaded.generate(conv)[0].token_ids == agent.generate(conv)[0].token_ids
     by_path = turngym.agents.make_agent(str(tmp_path / "tiny"))  # what `turngym eval --agent DIR` uses
-    assert isinstance(by_path, HFAgent) and by_path.generate(conv)[0].token_ids == agent.generate(conv)[0].token_ids
+    assert (
+        isinstance(by_path, HFAgent)
+        and by_path.generate(conv)[0].token_ids == agent.generate(conv)[0].token_ids
+    )
 
 
 def test_lora_adapter_save_load_round_trip(tmp_path):
