@@ -68,7 +68,7 @@ class ArcherConfig(TrainConfig):
     warmup_iterations: int = 20
     """Iterations that train only the critic before the policy moves (paper: 20)."""
     critic_backbone: str = "own"
-    """own: a small transformer encoder of its own; policy: value heads on the policy's backbone."""
+    """own: a small encoder of its own; copy: a trainable copy of the policy LM; policy: heads on the policy's backbone."""
     critic_layers: int = 1
     """Own critic encoder: transformer blocks."""
     critic_width: int = 64

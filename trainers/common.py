@@ -56,7 +56,7 @@ class TrainConfig:
     batch_size: int = 32
     """Transitions (or sequences) per gradient step."""
     grad_accum_steps: int = 1
-    """Gradient steps are averaged over this many batches before each optimizer step."""
+    """BC, PPO, GRPO: gradients of this many minibatches are summed (each scaled 1/N) per optimizer step."""
     lr: float = 1e-3
     """Policy learning rate (AdamW; tiny models from scratch want ~1e-3, pretrained LMs ~1e-6..1e-5)."""
     weight_decay: float = 0.0
@@ -159,9 +159,11 @@ def config_help(cls: type) -> dict[str, tuple[str, Any, str]]:
 
 
 def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "None"
     if isinstance(tp, type):
         return tp.__name__
-    return str(tp).replace("typing.", "")
+    return " or ".join(_type_name(a) for a in typing.get_args(tp)) if typing.get_args(tp) else str(tp)
 
 
 def parse_value(text: str, tp: Any, key: str) -> Any:
@@ -451,7 +453,7 @@ class Run:
         import torch
 
         buffer = io.BytesIO()
-        torch.save({"iteration": iteration, "rng": rng_state(), **state}, buffer)
+        torch.save({"iteration": iteration, "global_rng": rng_state(), **state}, buffer)
         path = self.checkpoints / f"iter_{iteration:06d}.pt"
         atomic_write_bytes(path, buffer.getvalue())
         for old in sorted(self.checkpoints.glob("iter_*.pt"))[: -self.config.keep_checkpoints]:
@@ -465,7 +467,7 @@ class Run:
         if not paths:
             return None
         state = torch.load(paths[-1], weights_only=False)
-        set_rng_state(state["rng"])
+        set_rng_state(state["global_rng"])
         return state
 
     def write_curve(self, title: str | None = None) -> Path:

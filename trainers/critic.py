@@ -15,7 +15,7 @@ from turngym.types import Conversation
 if TYPE_CHECKING:
     from turngym.agents.hf import HFAgent
 
-BACKBONES = ("own", "policy")
+BACKBONES = ("own", "copy", "policy")
 
 
 def token_logprobs(model: nn.Module, batch) -> torch.Tensor:
@@ -34,6 +34,8 @@ class TextEncoder(nn.Module):
     of the last token (left padding puts it at position -1).
 
     `backbone="own"`: a small GPT-2 of its own over the policy's tokenizer (trained with the heads).
+    `backbone="copy"`: a trainable copy of the policy LM, initialised from its current weights (as
+    RLHF value models start from the SFT model: the critic inherits what the policy already reads).
     `backbone="policy"`: the policy LM's last hidden layer, read without gradients (saves a second
     model for large policies; only the heads learn)."""
 
@@ -62,6 +64,12 @@ class TextEncoder(nn.Module):
             )
             self.model = transformers.GPT2Model(config)
             self.out_dim = width
+        elif backbone == "copy":
+            import copy
+
+            self.model = copy.deepcopy(agent.model)
+            self.model.requires_grad_(True)
+            self.out_dim = agent.model.config.hidden_size
         else:
             self.model = None
             self.out_dim = agent.model.config.hidden_size
@@ -81,9 +89,17 @@ class TextEncoder(nn.Module):
                 batch.attention_mask,
                 batch.position_ids,
             )
-        if self.model is not None:
+        if self.backbone == "own":
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
             return out.last_hidden_state[:, -1].float()  # (B, H)
+        if self.backbone == "copy":
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                output_hidden_states=True,
+            )
+            return out.hidden_states[-1][:, -1].float()  # (B, H)
         with torch.no_grad():
             out = agent.model(
                 input_ids=input_ids,
