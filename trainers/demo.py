@@ -25,17 +25,17 @@ SHARED: dict[str, Any] = {
     "tiny_heads": 4,
 }
 FULL = {
-    "bc": {"expert_episodes": 32, "iterations": 17, "batch_size": 16, "lr": 1e-3, "eval_every": 17},
+    "bc": {"expert_episodes": 32, "iterations": 18, "batch_size": 16, "lr": 1e-3, "eval_every": 18},
     "archer": {
-        "iterations": 15,
+        "iterations": 12,
         "rollout_episodes": 32,
         "batch_size": 32,
-        "lr": 3e-4,
+        "lr": 1e-4,
         "critic_lr": 1e-3,
-        "critic_updates": 5,
+        "critic_updates": 15,
         "actor_updates": 3,
-        "warmup_iterations": 2,
-        "normalize_advantages": True,
+        "warmup_iterations": 3,
+        "kl_coef": 0.05,
         "eval_every": 3,
     },
 }
@@ -78,12 +78,6 @@ def run_demo(
         "runs_dir": str(root),
         "progress": progress,
     }
-    import json
-    import os
-
-    extra = json.loads(os.environ.get("TG_DEMO", "{}"))  # TEMP tuning hook
-    FULL["bc"].update(extra.get("bc", {}))
-    FULL["archer"].update(extra.get("archer", {}))
     bc_config = BCConfig(**shared, run_name="bc", **{**FULL["bc"], **(QUICK["bc"] if quick else {})})
     archer_config = ArcherConfig(
         **shared, run_name="archer", **{**FULL["archer"], **(QUICK["archer"] if quick else {})}

@@ -7,9 +7,9 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from typer.testing import CliRunner  # noqa: E402
+from typer.testing import CliRunner
 
-from turngym.cli import app  # noqa: E402
+from turngym.cli import app
 
 runner = CliRunner()
 TINY = [
