@@ -1,8 +1,8 @@
 """Sample efficiency of ArCHer vs PPO vs GRPO: env steps (training turns) until held-out success reaches a
 threshold, on KeyDoor, from the same behaviour-cloned TinyAgent, over several seeds.
 
-Budget (default): 2 seeds x 3 algorithms x at most 12 iterations x 32 episodes; about 15 minutes on 2
-idle CPU cores. `python bench/sample_efficiency.py --seeds 3 --iterations 20` for a longer run."""
+Budget (default): 2 seeds x 3 algorithms x at most 12 iterations x 32 episodes (an iteration takes
+10-15 s on 2 CPU cores, so roughly 15-20 minutes). The README quotes `--seeds 1 --iterations 6`."""
 
 from __future__ import annotations
 
