@@ -58,9 +58,3 @@ def test_play_in_the_terminal():
     assert "Task complete!" in result.output and "success, reward 1" in result.output
     result = runner.invoke(app, ["play", "turngym/KeyDoor-v0"], input="fly\nquit\n")
     assert result.exit_code == 0 and "I don't understand 'fly'" in result.output
-
-
-def test_demo_runs():
-    result = runner.invoke(app, ["demo", "--episodes", "20"])
-    assert result.exit_code == 0, result.output
-    assert "random on turngym/KeyDoor-v0" in result.output and "expert on turngym/KeyDoor-v0" in result.output

@@ -1,1 +1,27 @@
 """Trainers (`turngym.trainers`): one file per algorithm, each with one config dataclass."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from turngym.errors import ConfigError, did_you_mean
+
+# algorithm name -> (module, config class, trainer class); modules import torch, so load them lazily
+ALGORITHMS = {
+    "archer": ("turngym.trainers.archer", "ArcherConfig", "ArcherTrainer"),
+    "bc": ("turngym.trainers.bc", "BCConfig", "BCTrainer"),
+    "ppo": ("turngym.trainers.ppo", "PPOConfig", "PPOTrainer"),
+    "grpo": ("turngym.trainers.grpo", "GRPOConfig", "GRPOTrainer"),
+}
+
+
+def algorithm(name: str) -> tuple[type, type]:
+    """(config class, trainer class) of an algorithm by name; a one-line error for unknown names."""
+    if name not in ALGORITHMS:
+        raise ConfigError(
+            f"unknown algorithm {name!r}.{did_you_mean(name, ALGORITHMS)} Valid algorithms: {list(ALGORITHMS)}"
+        )
+    module_name, config_name, trainer_name = ALGORITHMS[name]
+    module: Any = importlib.import_module(module_name)
+    return getattr(module, config_name), getattr(module, trainer_name)

@@ -1,4 +1,4 @@
-"""The `turngym` command line: list, play, eval, demo."""
+"""The `turngym` command line: list, play, eval, train, report, demo."""
 
 from __future__ import annotations
 
@@ -22,8 +22,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
-
-DEMO_ENV = "turngym/KeyDoor-v0"
 
 
 def _fail(message: str) -> typer.Exit:
@@ -153,15 +151,74 @@ def print_result(result: EvalResult, title: str | None = None) -> None:
 
 
 @app.command()
-def demo(
-    episodes: Annotated[int, typer.Option(min=1, help="Evaluation episodes per agent.")] = 200,
+def train(
+    algo: Annotated[str, typer.Argument(help="Algorithm: archer, bc, ppo or grpo.")],
+    env_id: Annotated[str, typer.Argument(help="Env id, e.g. turngym/KeyDoor-v0.")],
+    config: Annotated[Path | None, typer.Option(help="YAML file of config keys.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config key: --set lr=1e-3 (repeatable).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run from its newest checkpoint.")] = False,
 ) -> None:
-    """The quickstart job: evaluate the random and the expert agent on held-out KeyDoor tasks."""
-    for name in ("random", "expert"):
-        result = turngym.evaluate(
-            DEMO_ENV, turngym.agents.make_agent(name), episodes, progress=sys.stderr.isatty()
+    """Train a policy (default: a TinyAgent built for the env) and write runs/NAME/."""
+    from turngym.trainers import algorithm
+    from turngym.trainers.common import load_config
+
+    try:
+        config_cls, trainer_cls = algorithm(algo)
+        cfg = load_config(config_cls, config, [*(set_ or []), f"env_id={env_id}"])
+        cfg.progress = sys.stderr.isatty()
+        trainer = trainer_cls(cfg, resume=resume)
+    except (TurnGymError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    trainer.train()
+    report(trainer.run.dir)
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/NAME).")]) -> None:
+    """Summarise a training run: eval points (success with 95% CI vs env steps) and curve.png."""
+    from turngym.storage import iter_jsonl
+    from turngym.trainers.common import plot_curves
+
+    metrics_path = run_dir / "metrics.jsonl"
+    if not metrics_path.exists():
+        raise _fail(f"{run_dir} is not a run folder (no metrics.jsonl)")
+    metrics = list(iter_jsonl(metrics_path))
+    points = [m for m in metrics if "eval/success_rate" in m]
+    table = Table(title=f"{run_dir.name}: held-out success vs training")
+    for column in ("iteration", "env steps", "success", "95% CI", "train success"):
+        table.add_column(column, justify="right")
+    for m in points:
+        train_rate = m.get("charts/train_success_rate")
+        table.add_row(
+            str(m["iteration"]),
+            str(m["charts/env_steps"]),
+            f"{m['eval/success_rate']:.1%}",
+            f"[{m['eval/ci_low']:.1%}, {m['eval/ci_high']:.1%}]",
+            "-" if train_rate is None else f"{train_rate:.1%}",
         )
-        print_result(result)
+    console.print(table)
+    curve = plot_curves({run_dir.name: metrics}, run_dir / "curve.png", run_dir.name)
+    console.print(f"{len(metrics)} iterations logged; curve: {curve}")
+
+
+@app.command()
+def demo(
+    quick: Annotated[
+        bool, typer.Option(help="A tiny budget (seconds; for tests), not the real demo.")
+    ] = False,
+    runs_dir: Annotated[Path, typer.Option(help="Where the demo's run folders go.")] = Path("runs"),
+    seed: Annotated[int, typer.Option(help="Seed of everything (the demo is reproducible).")] = 0,
+) -> None:
+    """The main job: random policy, then a TinyAgent warmed up by behaviour cloning on a few expert
+    episodes, then trained with ArCHer; success on held-out KeyDoor tasks before/after, curve.png."""
+    from turngym.trainers.demo import run_demo
+
+    try:
+        run_demo(console, runs_dir=runs_dir, seed=seed, quick=quick, progress=sys.stderr.isatty())
+    except (TurnGymError, ValueError) as exc:
+        raise _fail(str(exc)) from None
 
 
 def main() -> None:

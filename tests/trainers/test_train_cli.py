@@ -1,0 +1,68 @@
+"""`turngym train`, `turngym report` and `turngym demo --quick` through typer's CliRunner."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from typer.testing import CliRunner
+
+from turngym.cli import app
+
+runner = CliRunner()
+TINY = [
+    "tiny_layers=1",
+    "tiny_embd=32",
+    "max_new_tokens=8",
+    "history_window=0",
+    "eval_episodes=4",
+    "rollout_episodes=4",
+    "batch_size=4",
+    "iterations=1",
+    "tensorboard=false",
+]
+
+
+def _sets(values):
+    return [arg for value in values for arg in ("--set", value)]
+
+
+def test_train_then_report(tmp_path):
+    config = tmp_path / "bc.yaml"
+    config.write_text("expert_episodes: 2\nlr: 0.003\n")
+    args = [
+        "train",
+        "bc",
+        "turngym/KeyDoor-v0",
+        "--config",
+        str(config),
+        *_sets([*TINY, f"runs_dir={tmp_path}"]),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "bc-KeyDoor-v0-s0"
+    assert (run_dir / "metrics.jsonl").exists() and "held-out success" in result.output
+    result = runner.invoke(app, ["report", str(run_dir)])
+    assert result.exit_code == 0 and "95% CI" in result.output and (run_dir / "curve.png").exists()
+    # the same run again needs --resume; with it, it continues (here: nothing left to do but report)
+    assert runner.invoke(app, args).exit_code == 2
+    assert runner.invoke(app, [*args, "--resume"]).exit_code == 0
+
+
+def test_bad_train_arguments_are_one_line_errors(tmp_path):
+    result = runner.invoke(app, ["train", "archr", "turngym/KeyDoor-v0"])
+    assert result.exit_code == 2 and "Did you mean `archer`" in result.output
+    result = runner.invoke(app, ["train", "archer", "turngym/KeyDoor-v0", "--set", "critc_lr=1"])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "Did you mean `critic_lr`" in lines[0]
+    assert runner.invoke(app, ["report", str(tmp_path)]).exit_code == 2
+
+
+def test_demo_quick_prints_the_table(tmp_path):
+    result = runner.invoke(app, ["demo", "--quick", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for row in ("random policy", "after BC", "after BC + ArCHer", "95% CI"):
+        assert row in result.output
+    assert (tmp_path / "demo" / "curve.png").exists()

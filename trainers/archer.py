@@ -1,0 +1,251 @@
+"""ArCHer (Zhou et al., 2024): an utterance-level off-policy critic guiding a token-level policy gradient.
+
+High level: a double critic Q1, Q2 (s, a) and V1, V2 (s) over whole utterances, trained by TD from a
+replay buffer of turns against soft-updated target networks:
+    Q_i(s, a) <- r + gamma * (1 - done) * V_i_target(s')
+    V_i(s)    <- Q_i_target(s, a~pi(s))          (a fresh action of the current policy)
+Low level: the token-level policy, REINFORCE with the critic's advantage applied to each token of an
+action sampled at replayed states:
+    A(s, a) = min(Q1, Q2)(s, a) - min(V1, V2)(s),   loss = -A * sum_t log pi(a_t | s, a_<t)  (+ KL to ref)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from turngym.errors import ConfigError
+from turngym.trainers.common import (
+    ReplayBuffer,
+    Run,
+    TrainConfig,
+    Transition,
+    agent_state,
+    autocast,
+    collect,
+    deep_copy_frozen,
+    default_agent,
+    load_agent_state,
+    make_optimizer,
+    optimizer_step,
+    resolve_device,
+    rollout_stats,
+    seed_everything,
+    train_loop,
+    transitions,
+)
+from turngym.trainers.critic import (
+    BACKBONES,
+    DoubleCritic,
+    TextEncoder,
+    kl_penalty,
+    polyak_update,
+    token_logprobs,
+)
+
+
+@dataclass
+class ArcherConfig(TrainConfig):
+    """ArCHer hyperparameters (paper defaults where it gives them; tiny CPU models need larger lrs)."""
+
+    gamma: float = 0.95
+    """Discount over turns (paper: 0.95)."""
+    tau: float = 0.1
+    """Polyak rate of the target critic after each critic step (paper: 0.1)."""
+    buffer_size: int = 10_000
+    """Replay buffer capacity in turns (paper: 10,000)."""
+    critic_lr: float = 1e-3
+    """Critic learning rate (paper: 1e-5..2e-5 for RoBERTa; a small critic from scratch wants ~1e-3)."""
+    critic_updates: int = 5
+    """Critic gradient steps per iteration (paper: 5 critic epochs)."""
+    actor_updates: int = 3
+    """Policy gradient steps per iteration, after the warm-up (paper: 3 actor epochs)."""
+    warmup_iterations: int = 20
+    """Iterations that train only the critic before the policy moves (paper: 20)."""
+    critic_backbone: str = "own"
+    """own: a small encoder of its own; copy: a trainable copy of the policy LM; policy: heads on the policy's backbone."""
+    critic_layers: int = 1
+    """Own critic encoder: transformer blocks."""
+    critic_width: int = 64
+    """Own critic encoder: hidden size."""
+    critic_heads: int = 2
+    """Own critic encoder: attention heads."""
+    head_hidden: int = 64
+    """Hidden size of the Q/V MLP heads."""
+    kl_coef: float = 0.0
+    """Weight of the KL penalty to the reference policy (the policy at the start of training)."""
+    normalize_advantages: bool = False
+    """Standardise advantages per batch (not in the paper; helps when critic scales drift)."""
+
+    algo = "archer"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.gamma <= 1:
+            raise ConfigError(f"gamma must be in [0, 1], got {self.gamma}")
+        if not 0 < self.tau <= 1:
+            raise ConfigError(f"tau must be in (0, 1], got {self.tau}")
+        for name in ("buffer_size", "critic_layers", "critic_width", "critic_heads", "head_hidden"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("critic_updates", "actor_updates", "warmup_iterations"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.critic_backbone not in BACKBONES:
+            raise ConfigError(
+                f"critic_backbone must be one of {list(BACKBONES)}, got {self.critic_backbone!r}"
+            )
+        if self.kl_coef < 0 or self.critic_lr <= 0:
+            raise ConfigError(
+                f"kl_coef must be >= 0 and critic_lr > 0, got {self.kl_coef} and {self.critic_lr}"
+            )
+
+
+class ArcherTrainer:
+    """Trains `agent` (default: a TinyAgent for `config.env_id`) with ArCHer; `train()` runs the loop."""
+
+    def __init__(self, config: ArcherConfig | None = None, agent: Any = None, resume: bool = False) -> None:
+        self.config = config = config or ArcherConfig()
+        seed_everything(config.seed)
+        self.device = resolve_device(config.device)
+        self.agent = agent if agent is not None else default_agent(config)
+        self.agent.model.to(self.device)
+        self.agent.sampling = config.sampling
+        self.resume = resume
+        self.run = Run(config, resume=resume)
+        encoder = TextEncoder(
+            self.agent, config.critic_backbone, config.critic_layers, config.critic_width, config.critic_heads
+        )
+        self.critic = DoubleCritic(encoder, config.head_hidden).to(self.device)
+        self.target_critic = deep_copy_frozen(self.critic)
+        self.reference = deep_copy_frozen(self.agent.model) if config.kl_coef > 0 else None
+        self.critic_optimizer, _ = make_optimizer(self.critic.parameters(), config.critic_lr)
+        self.optimizer, self.scheduler = make_optimizer(
+            self.agent.model.parameters(), config.lr, config.weight_decay, config.warmup_steps
+        )
+        self.buffer = ReplayBuffer(config.buffer_size, seed=config.seed)
+
+    # ---- losses ----------------------------------------------------------------------------------
+
+    def critic_loss(
+        self, batch: Sequence[Transition], pi_actions: Sequence[str]
+    ) -> tuple[torch.Tensor, dict]:
+        """TD loss of Q1, Q2 and V1, V2 on replayed turns; `pi_actions` are the policy's actions at s."""
+        states = [t.state for t in batch]
+        rewards = torch.tensor([t.reward for t in batch], device=self.device)  # (B,)
+        dones = torch.tensor([float(t.done) for t in batch], device=self.device)  # (B,)
+        with autocast(self.config, self.device):
+            q1, q2 = self.critic.q(states, [t.action for t in batch])  # (B,), (B,)
+            v1, v2 = self.critic.v(states)
+            with torch.no_grad():
+                target_q1, target_q2 = self.target_critic.q(states, pi_actions)
+                target_v1, target_v2 = self.target_critic.v([t.next_state for t in batch])
+        gamma = self.config.gamma
+        y1 = rewards + gamma * (1 - dones) * target_v1.float()
+        y2 = rewards + gamma * (1 - dones) * target_v2.float()
+        q_loss = F.mse_loss(q1.float(), y1) + F.mse_loss(q2.float(), y2)
+        v_loss = F.mse_loss(v1.float(), target_q1.float()) + F.mse_loss(v2.float(), target_q2.float())
+        metrics = {
+            "losses/critic_q": q_loss.item(),
+            "losses/critic_v": v_loss.item(),
+            "values/q_mean": torch.minimum(q1, q2).mean().item(),
+            "values/v_mean": torch.minimum(v1, v2).mean().item(),
+        }
+        return q_loss + v_loss, metrics
+
+    def critic_step(self, batch: Sequence[Transition], pi_actions: Sequence[str] | None = None) -> dict:
+        """One critic gradient step and a soft target update (the policy samples `pi_actions` if not given)."""
+        if pi_actions is None:
+            pi_actions = [g.text for g in self.agent.generate([t.state for t in batch])]
+        loss, metrics = self.critic_loss(batch, pi_actions)
+        loss.backward()
+        metrics["charts/critic_grad_norm"] = optimizer_step(
+            self.critic_optimizer, None, self.critic.parameters(), self.config.max_grad_norm
+        )
+        polyak_update(self.target_critic, self.critic, self.config.tau)
+        return metrics
+
+    def actor_step(self, batch: Sequence[Transition]) -> dict:
+        """REINFORCE at replayed states with fresh actions, each token weighted by A(s, a)."""
+        states = [t.state for t in batch]
+        actions = [g.text for g in self.agent.generate(states)]
+        with torch.no_grad(), autocast(self.config, self.device):
+            q1, q2 = self.critic.q(states, actions)
+            v1, v2 = self.critic.v(states)
+        advantages = (torch.minimum(q1, q2) - torch.minimum(v1, v2)).float()  # (B,)
+        raw_mean = advantages.mean().item()
+        if self.config.normalize_advantages and len(batch) > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        tokens = self.agent.token_batch(states, actions)
+        with autocast(self.config, self.device):
+            logprobs = token_logprobs(self.agent.model, tokens)  # (B, L-1), zero outside the action
+        mask = tokens.action_mask[:, 1:].float()
+        pg_loss = -(advantages * logprobs.sum(-1)).mean()
+        loss = pg_loss
+        metrics = {"losses/policy": pg_loss.item(), "values/advantage": raw_mean}
+        if self.reference is not None:
+            with torch.no_grad(), autocast(self.config, self.device):
+                ref_logprobs = token_logprobs(self.reference, tokens)
+            kl = kl_penalty(logprobs, ref_logprobs, mask)
+            loss = loss + self.config.kl_coef * kl
+            metrics["losses/kl"] = kl.item()
+        loss.backward()
+        metrics["charts/policy_grad_norm"] = optimizer_step(
+            self.optimizer, self.scheduler, self.agent.model.parameters(), self.config.max_grad_norm
+        )
+        return metrics
+
+    # ---- the loop ----------------------------------------------------------------------------------
+
+    def iteration(self, iteration: int) -> tuple[dict[str, Any], int]:
+        config = self.config
+        trajectories = collect(self.agent, config, iteration, self.run)
+        for t in trajectories:
+            self.buffer.extend(transitions(t, config.history_window, config.gamma))
+        logs: list[dict] = []
+        for _ in range(config.critic_updates):
+            logs.append(self.critic_step(self.buffer.sample(config.batch_size)))
+        if iteration > config.warmup_iterations:
+            for _ in range(config.actor_updates):
+                logs.append(self.actor_step(self.buffer.sample(config.batch_size)))
+        metrics = {
+            key: float(np.mean([m[key] for m in logs if key in m])) for key in {k for m in logs for k in m}
+        }
+        metrics.update(rollout_stats(trajectories))
+        metrics["charts/buffer_size"] = len(self.buffer)
+        return metrics, sum(t.num_turns for t in trajectories)
+
+    def train(self) -> list[dict[str, Any]]:
+        """Run the training loop; returns each iteration's metrics (also in `metrics.jsonl`)."""
+        try:
+            return train_loop(self, resume=self.resume)
+        finally:
+            self.run.close()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "agent": agent_state(self.agent),
+            "critic": self.critic.state_dict(),
+            "target_critic": self.target_critic.state_dict(),
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "buffer": self.buffer.state_dict(),
+            "reference": self.reference.state_dict() if self.reference is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        load_agent_state(self.agent, state["agent"])
+        self.critic.load_state_dict(state["critic"])
+        self.target_critic.load_state_dict(state["target_critic"])
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.buffer.load_state_dict(state["buffer"])
+        if self.reference is not None:
+            self.reference.load_state_dict(state["reference"])

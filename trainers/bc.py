@@ -1,0 +1,181 @@
+"""Behaviour cloning: supervised fine-tuning on trajectories (expert, success-filtered or
+reward-weighted), with the loss on assistant turns only and an optional per-turn mask."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from turngym.errors import ConfigError
+from turngym.prompts import build_conversation
+from turngym.storage import read_trajectories
+from turngym.trainers.common import (
+    Run,
+    TrainConfig,
+    agent_state,
+    autocast,
+    default_agent,
+    load_agent_state,
+    make_optimizer,
+    minibatches,
+    optimizer_step,
+    resolve_device,
+    seed_everything,
+    train_loop,
+)
+from turngym.trainers.critic import token_logprobs
+from turngym.types import Conversation, Trajectory
+
+FILTERS = ("all", "success")
+WEIGHTINGS = ("none", "reward")
+TURN_MASK_KEY = "turn_mask"  # trajectory.metadata[TURN_MASK_KEY]: one bool per turn, False = no loss
+
+
+@dataclass
+class BCConfig(TrainConfig):
+    """Behaviour cloning: one iteration is one epoch over the demonstration turns."""
+
+    data: str = "expert"
+    """expert: roll out the env's scripted expert on train tasks; or a path to a trajectories JSONL."""
+    expert_episodes: int = 32
+    """Episodes of expert data when `data` is expert."""
+    filter: str = "all"
+    """all: every trajectory; success: only successful ones."""
+    weighting: str = "none"
+    """none: every kept turn weighs 1; reward: weighted by the trajectory's total reward."""
+
+    algo = "bc"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.filter not in FILTERS:
+            raise ConfigError(f"filter must be one of {list(FILTERS)}, got {self.filter!r}")
+        if self.weighting not in WEIGHTINGS:
+            raise ConfigError(f"weighting must be one of {list(WEIGHTINGS)}, got {self.weighting!r}")
+        if self.expert_episodes < 1:
+            raise ConfigError(f"expert_episodes must be >= 1, got {self.expert_episodes}")
+
+
+def bc_examples(
+    trajectories: Sequence[Trajectory], config: BCConfig
+) -> list[tuple[Conversation, str, float]]:
+    """(conversation so far, action, weight) for every assistant turn kept by the filter and mask."""
+    examples = []
+    for t in trajectories:
+        if config.filter == "success" and not t.success:
+            continue
+        weight = float(t.total_reward) if config.weighting == "reward" else 1.0
+        mask = t.metadata.get(TURN_MASK_KEY) or [True] * t.num_turns
+        if len(mask) != t.num_turns:
+            raise ConfigError(f"{TURN_MASK_KEY} has {len(mask)} entries for a {t.num_turns}-turn trajectory")
+        observations, actions = t.observations, t.actions
+        for i in range(t.num_turns):
+            if mask[i] and weight != 0:
+                state = build_conversation(
+                    t.instructions, observations[: i + 1], actions[:i], config.history_window
+                )
+                examples.append((state, actions[i], weight))
+    return examples
+
+
+class BCTrainer:
+    """Supervised fine-tuning of `agent` (default: a TinyAgent for `config.env_id`) on demonstrations."""
+
+    def __init__(
+        self,
+        config: BCConfig | None = None,
+        agent: Any = None,
+        trajectories: Sequence[Trajectory] | None = None,
+        resume: bool = False,
+    ) -> None:
+        self.config = config = config or BCConfig()
+        seed_everything(config.seed)
+        self.device = resolve_device(config.device)
+        self.agent = agent if agent is not None else default_agent(config)
+        self.agent.model.to(self.device)
+        self.resume = resume
+        self.run = Run(config, resume=resume)
+        if trajectories is None:
+            trajectories = self._load_data()
+        self.demonstrations = list(trajectories)
+        self.examples = bc_examples(self.demonstrations, config)
+        if not self.examples:
+            raise ConfigError(f"no training turns left after filter={config.filter!r} (and the turn masks)")
+        self.optimizer, self.scheduler = make_optimizer(
+            self.agent.model.parameters(), config.lr, config.weight_decay, config.warmup_steps
+        )
+        self.rng = np.random.default_rng(config.seed)
+
+    def _load_data(self) -> list[Trajectory]:
+        config = self.config
+        if config.data == "expert":
+            import turngym
+            from turngym.agents import ExpertAgent
+
+            return turngym.rollout(
+                config.env_id,
+                ExpertAgent(),
+                config.expert_episodes,
+                seed=config.seed * 1_000_003
+                + 999_983,  # disjoint from the eval seeds on the test split anyway
+                split="train",
+                max_turns=config.max_turns,
+            )
+        from pathlib import Path
+
+        if not Path(config.data).exists():
+            raise ConfigError(
+                f"data must be 'expert' or an existing trajectories JSONL file, got {config.data!r}"
+            )
+        return read_trajectories(config.data)
+
+    def loss(self, examples: Sequence[tuple[Conversation, str, float]]) -> torch.Tensor:
+        """Weighted mean over examples of the mean per-token negative log-likelihood of the action."""
+        tokens = self.agent.token_batch([e[0] for e in examples], [e[1] for e in examples])
+        with autocast(self.config, self.device):
+            logprobs = token_logprobs(self.agent.model, tokens)  # (B, L-1)
+        mask = tokens.action_mask[:, 1:].float()
+        nll = -(logprobs.sum(-1) / mask.sum(-1))  # (B,)
+        weights = torch.tensor([e[2] for e in examples], device=nll.device)
+        return (weights * nll).sum() / weights.abs().sum()
+
+    def iteration(self, iteration: int) -> tuple[dict[str, Any], int]:
+        config = self.config
+        losses = []
+        batches = minibatches(len(self.examples), config.batch_size, self.rng)
+        for step, index in enumerate(batches, 1):
+            loss = self.loss([self.examples[i] for i in index]) / config.grad_accum_steps
+            loss.backward()
+            losses.append(loss.item() * config.grad_accum_steps)
+            if step % config.grad_accum_steps == 0 or step == len(batches):
+                optimizer_step(
+                    self.optimizer, self.scheduler, self.agent.model.parameters(), config.max_grad_norm
+                )
+        metrics = {"losses/bc": float(np.mean(losses)), "charts/examples": len(self.examples)}
+        # the demonstrations are played once: count their turns on the first epoch only
+        steps = sum(t.num_turns for t in self.demonstrations) if iteration == 1 else 0
+        return metrics, steps
+
+    def train(self) -> list[dict[str, Any]]:
+        try:
+            return train_loop(self, resume=self.resume)
+        finally:
+            self.run.close()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "agent": agent_state(self.agent),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        load_agent_state(self.agent, state["agent"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.rng.bit_generator.state = state["rng"]

@@ -1,0 +1,171 @@
+"""Multi-turn GRPO (as in verl-agent / RAGEN): G rollouts of the same task, each trajectory's return
+normalised within its group is the advantage of every token of every action it took; PPO's clipped
+surrogate and an optional KL penalty to the reference policy. No critic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from turngym.errors import ConfigError
+from turngym.trainers.common import (
+    Run,
+    TrainConfig,
+    agent_state,
+    autocast,
+    collect,
+    deep_copy_frozen,
+    default_agent,
+    load_agent_state,
+    make_optimizer,
+    minibatches,
+    optimizer_step,
+    resolve_device,
+    rollout_stats,
+    seed_everything,
+    train_loop,
+    transitions,
+)
+from turngym.trainers.critic import clipped_policy_loss, kl_penalty, token_logprobs
+
+
+@dataclass
+class GRPOConfig(TrainConfig):
+    """Trajectory-level group-relative policy optimisation."""
+
+    group_size: int = 8
+    """Rollouts per task (G); `rollout_episodes` must be a multiple of it."""
+    clip_range: float = 0.2
+    """Clipping of the probability ratio."""
+    ppo_epochs: int = 2
+    """Passes over each iteration's turns."""
+    kl_coef: float = 0.0
+    """Weight of the KL penalty to the reference policy (the policy at the start of training)."""
+    scale_by_std: bool = True
+    """Divide by the group's return std (GRPO); False keeps only the mean baseline (Dr. GRPO)."""
+
+    algo = "grpo"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.group_size < 2:
+            raise ConfigError(f"group_size must be >= 2, got {self.group_size}")
+        if self.rollout_episodes % self.group_size:
+            raise ConfigError(
+                f"rollout_episodes ({self.rollout_episodes}) must be a multiple of group_size ({self.group_size})"
+            )
+        if not 0 < self.clip_range < 1 or self.ppo_epochs < 1 or self.kl_coef < 0:
+            raise ConfigError("clip_range must be in (0, 1), ppo_epochs >= 1 and kl_coef >= 0")
+
+
+def group_advantages(returns: np.ndarray, group_size: int, scale_by_std: bool = True) -> np.ndarray:
+    """(R - mean of its group) / (std of its group + eps); groups are consecutive blocks of `group_size`."""
+    grouped = returns.reshape(-1, group_size)  # (groups, G)
+    centred = grouped - grouped.mean(axis=1, keepdims=True)
+    if scale_by_std:
+        centred = centred / (grouped.std(axis=1, keepdims=True) + 1e-6)
+    return centred.reshape(-1)
+
+
+class GRPOTrainer:
+    """Trains `agent` (default: a TinyAgent for `config.env_id`) with multi-turn GRPO."""
+
+    def __init__(self, config: GRPOConfig | None = None, agent: Any = None, resume: bool = False) -> None:
+        self.config = config = config or GRPOConfig()
+        seed_everything(config.seed)
+        self.device = resolve_device(config.device)
+        self.agent = agent if agent is not None else default_agent(config)
+        self.agent.model.to(self.device)
+        self.resume = resume
+        self.run = Run(config, resume=resume)
+        self.reference = deep_copy_frozen(self.agent.model) if config.kl_coef > 0 else None
+        self.optimizer, self.scheduler = make_optimizer(
+            self.agent.model.parameters(), config.lr, config.weight_decay, config.warmup_steps
+        )
+        self.rng = np.random.default_rng(config.seed)
+
+    def iteration(self, iteration: int) -> tuple[dict[str, Any], int]:
+        config = self.config
+        groups = config.rollout_episodes // config.group_size
+        base = config.seed * 1_000_003 + iteration * 10_007
+        seeds = [base + g for g in range(groups) for _ in range(config.group_size)]  # same seed: same task
+        trajectories = collect(self.agent, config, iteration, self.run, seeds=seeds)
+        advantages = group_advantages(
+            np.array([t.total_reward for t in trajectories], dtype=np.float64),
+            config.group_size,
+            config.scale_by_std,
+        )
+        examples = [
+            (turn.state, turn.action, float(a))
+            for t, a in zip(trajectories, advantages)
+            for turn in transitions(t, config.history_window)
+        ]
+        with torch.no_grad():
+            old = {}
+            for index in minibatches(len(examples), config.batch_size, np.random.default_rng(0)):
+                tokens = self.agent.token_batch(
+                    [examples[i][0] for i in index], [examples[i][1] for i in index]
+                )
+                with autocast(config, self.device):
+                    logprobs = token_logprobs(self.agent.model, tokens).float()
+                for row, i in enumerate(index):
+                    old[int(i)] = logprobs[row][tokens.action_mask[row, 1:]]
+        logs: list[dict] = []
+        for _ in range(config.ppo_epochs):
+            for step, index in enumerate(minibatches(len(examples), config.batch_size, self.rng), 1):
+                logs.append(self._update([examples[i] for i in index], [old[int(i)] for i in index], step))
+        metrics = {key: float(np.mean([m[key] for m in logs])) for key in logs[0]}
+        metrics.update(rollout_stats(trajectories))
+        return metrics, sum(t.num_turns for t in trajectories)
+
+    def _update(self, batch: list[tuple], old: list[torch.Tensor], step: int) -> dict:
+        config = self.config
+        tokens = self.agent.token_batch([b[0] for b in batch], [b[1] for b in batch])
+        mask = tokens.action_mask[:, 1:]
+        old_logprobs = torch.zeros(mask.shape, device=self.device)
+        old_logprobs[mask] = torch.cat(old)
+        advantages = torch.tensor([b[2] for b in batch], device=self.device)
+        with autocast(config, self.device):
+            logprobs = token_logprobs(self.agent.model, tokens)
+        loss, clipped = clipped_policy_loss(
+            logprobs, old_logprobs, advantages, mask.float(), config.clip_range
+        )
+        metrics = {"losses/policy": loss.item(), "charts/clip_fraction": clipped}
+        if self.reference is not None:
+            with torch.no_grad(), autocast(config, self.device):
+                ref = token_logprobs(self.reference, tokens)
+            kl = kl_penalty(logprobs, ref, mask.float())
+            loss = loss + config.kl_coef * kl
+            metrics["losses/kl"] = kl.item()
+        (loss / config.grad_accum_steps).backward()
+        if step % config.grad_accum_steps == 0:
+            optimizer_step(
+                self.optimizer, self.scheduler, self.agent.model.parameters(), config.max_grad_norm
+            )
+        return metrics
+
+    def train(self) -> list[dict[str, Any]]:
+        try:
+            return train_loop(self, resume=self.resume)
+        finally:
+            self.run.close()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "agent": agent_state(self.agent),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "reference": self.reference.state_dict() if self.reference is not None else None,
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        load_agent_state(self.agent, state["agent"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.reference is not None:
+            self.reference.load_state_dict(state["reference"])
+        self.rng.bit_generator.state = state["rng"]
