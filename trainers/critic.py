@@ -61,6 +61,10 @@ class TextEncoder(nn.Module):
                 resid_pdrop=0.0,
                 embd_pdrop=0.0,
                 attn_pdrop=0.0,
+                # the tokenizer's ids, not GPT-2's 50256 (outside this vocabulary)
+                bos_token_id=agent.tokenizer.eos_token_id,
+                eos_token_id=agent.tokenizer.eos_token_id,
+                pad_token_id=agent.tokenizer.pad_token_id,
             )
             self.model = transformers.GPT2Model(config)
             self.out_dim = width
