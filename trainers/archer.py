@@ -25,12 +25,12 @@ from turngym.trainers.common import (
     Run,
     TrainConfig,
     Transition,
-    agent_state,
     autocast,
+    checkpoint_state,
     collect,
     deep_copy_frozen,
     default_agent,
-    load_agent_state,
+    load_checkpoint_state,
     make_optimizer,
     optimizer_step,
     resolve_device,
@@ -222,30 +222,21 @@ class ArcherTrainer:
 
     def train(self) -> list[dict[str, Any]]:
         """Run the training loop; returns each iteration's metrics (also in `metrics.jsonl`)."""
-        try:
-            return train_loop(self, resume=self.resume)
-        finally:
-            self.run.close()
+        return train_loop(self, resume=self.resume)
+
+    def _checkpoint_parts(self) -> dict[str, Any]:
+        return dict(
+            critic=self.critic,
+            target_critic=self.target_critic,
+            critic_optimizer=self.critic_optimizer,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            buffer=self.buffer,
+            reference=self.reference,
+        )
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "agent": agent_state(self.agent),
-            "critic": self.critic.state_dict(),
-            "target_critic": self.target_critic.state_dict(),
-            "critic_optimizer": self.critic_optimizer.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "buffer": self.buffer.state_dict(),
-            "reference": self.reference.state_dict() if self.reference is not None else None,
-        }
+        return checkpoint_state(self.agent, **self._checkpoint_parts())
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_agent_state(self.agent, state["agent"])
-        self.critic.load_state_dict(state["critic"])
-        self.target_critic.load_state_dict(state["target_critic"])
-        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.buffer.load_state_dict(state["buffer"])
-        if self.reference is not None:
-            self.reference.load_state_dict(state["reference"])
+        load_checkpoint_state(state, self.agent, **self._checkpoint_parts())

@@ -16,10 +16,10 @@ from turngym.storage import read_trajectories
 from turngym.trainers.common import (
     Run,
     TrainConfig,
-    agent_state,
     autocast,
+    checkpoint_state,
     default_agent,
-    load_agent_state,
+    load_checkpoint_state,
     make_optimizer,
     minibatches,
     optimizer_step,
@@ -161,21 +161,13 @@ class BCTrainer:
         return metrics, steps
 
     def train(self) -> list[dict[str, Any]]:
-        try:
-            return train_loop(self, resume=self.resume)
-        finally:
-            self.run.close()
+        return train_loop(self, resume=self.resume)
+
+    def _checkpoint_parts(self) -> dict[str, Any]:
+        return dict(optimizer=self.optimizer, scheduler=self.scheduler, rng=self.rng)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "agent": agent_state(self.agent),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": self.rng.bit_generator.state,
-        }
+        return checkpoint_state(self.agent, **self._checkpoint_parts())
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_agent_state(self.agent, state["agent"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.rng.bit_generator.state = state["rng"]
+        load_checkpoint_state(state, self.agent, **self._checkpoint_parts())

@@ -516,6 +516,32 @@ def load_agent_state(agent: HFAgent, state: dict[str, Any]) -> None:
     agent.generator.set_state(state["generator"])
 
 
+def checkpoint_state(agent: HFAgent, **parts: Any) -> dict[str, Any]:
+    """A trainer's checkpoint: the agent plus each named part (modules, optimizers, schedulers,
+    buffers: anything with `state_dict`; numpy Generators by their bit-generator state; None stays None)."""
+    state: dict[str, Any] = {"agent": agent_state(agent)}
+    for name, part in parts.items():
+        if part is None:
+            state[name] = None
+        elif isinstance(part, np.random.Generator):
+            state[name] = part.bit_generator.state
+        else:
+            state[name] = part.state_dict()
+    return state
+
+
+def load_checkpoint_state(state: dict[str, Any], agent: HFAgent, **parts: Any) -> None:
+    """Restore what `checkpoint_state` saved into the same named parts (None parts are skipped)."""
+    load_agent_state(agent, state["agent"])
+    for name, part in parts.items():
+        if part is None:
+            continue
+        if isinstance(part, np.random.Generator):
+            part.bit_generator.state = state[name]
+        else:
+            part.load_state_dict(state[name])
+
+
 def plot_curves(curves: dict[str, list[dict[str, Any]]], path: str | Path, title: str) -> Path:
     """Success rate (with its 95% CI band) vs env steps, one line per named metrics list."""
     import matplotlib
@@ -666,7 +692,15 @@ def train_loop(trainer: Any, resume: bool = False) -> list[dict[str, Any]]:
     """The loop every trainer runs: `trainer.iteration(i)` collects data and updates (returning
     metrics and the env steps it took), with eval at the start, every `eval_every` iterations and at the
     end, logging, checkpoints (`trainer.state_dict()`) and `curve.png`. `resume` continues from the
-    newest checkpoint with its RNG state, so the run goes on exactly as if never stopped."""
+    newest checkpoint with its RNG state, so the run goes on exactly as if never stopped. The run's
+    files are closed when it ends, also on an error."""
+    try:
+        return _train_loop(trainer, resume)
+    finally:
+        trainer.run.close()
+
+
+def _train_loop(trainer: Any, resume: bool) -> list[dict[str, Any]]:
     config, run = trainer.config, trainer.run
     clock = Clock()
     start = 0

@@ -14,12 +14,12 @@ from turngym.errors import ConfigError
 from turngym.trainers.common import (
     Run,
     TrainConfig,
-    agent_state,
     autocast,
+    checkpoint_state,
     collect,
     deep_copy_frozen,
     default_agent,
-    load_agent_state,
+    load_checkpoint_state,
     make_optimizer,
     minibatches,
     optimizer_step,
@@ -148,24 +148,15 @@ class GRPOTrainer:
         return metrics
 
     def train(self) -> list[dict[str, Any]]:
-        try:
-            return train_loop(self, resume=self.resume)
-        finally:
-            self.run.close()
+        return train_loop(self, resume=self.resume)
+
+    def _checkpoint_parts(self) -> dict[str, Any]:
+        return dict(
+            optimizer=self.optimizer, scheduler=self.scheduler, reference=self.reference, rng=self.rng
+        )
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "agent": agent_state(self.agent),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "reference": self.reference.state_dict() if self.reference is not None else None,
-            "rng": self.rng.bit_generator.state,
-        }
+        return checkpoint_state(self.agent, **self._checkpoint_parts())
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_agent_state(self.agent, state["agent"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.reference is not None:
-            self.reference.load_state_dict(state["reference"])
-        self.rng.bit_generator.state = state["rng"]
+        load_checkpoint_state(state, self.agent, **self._checkpoint_parts())
