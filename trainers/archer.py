@@ -68,7 +68,7 @@ class ArcherConfig(TrainConfig):
     warmup_iterations: int = 20
     """Iterations that train only the critic before the policy moves (paper: 20)."""
     critic_backbone: str = "own"
-    """own: a small encoder of its own; copy: a trainable copy of the policy LM; policy: heads on the policy's backbone."""
+    """own: a small encoder of its own; copy: a trainable copy of the policy LM (Q reads log p(a | s) under it); policy: heads on the policy's backbone."""
     critic_layers: int = 1
     """Own critic encoder: transformer blocks."""
     critic_width: int = 64
@@ -140,8 +140,7 @@ class ArcherTrainer:
         rewards = torch.tensor([t.reward for t in batch], device=self.device)  # (B,)
         dones = torch.tensor([float(t.done) for t in batch], device=self.device)  # (B,)
         with autocast(self.config, self.device):
-            q1, q2 = self.critic.q(states, [t.action for t in batch])  # (B,), (B,)
-            v1, v2 = self.critic.v(states)
+            q1, q2, v1, v2 = self.critic(states, [t.action for t in batch])  # each (B,)
             with torch.no_grad():
                 target_q1, target_q2 = self.target_critic.q(states, pi_actions)
                 target_v1, target_v2 = self.target_critic.v([t.next_state for t in batch])
@@ -175,8 +174,7 @@ class ArcherTrainer:
         states = [t.state for t in batch]
         actions = [g.text for g in self.agent.generate(states)]
         with torch.no_grad(), autocast(self.config, self.device):
-            q1, q2 = self.critic.q(states, actions)
-            v1, v2 = self.critic.v(states)
+            q1, q2, v1, v2 = self.critic(states, actions)
         advantages = (torch.minimum(q1, q2) - torch.minimum(v1, v2)).float()  # (B,)
         raw_mean = advantages.mean().item()
         if self.config.normalize_advantages and len(batch) > 1:

@@ -30,12 +30,13 @@ def token_logprobs(model: nn.Module, batch) -> torch.Tensor:
 
 
 class TextEncoder(nn.Module):
-    """Maps conversations (optionally followed by an action) to one feature vector: the hidden state
-    of the last token (left padding puts it at position -1).
+    """Maps a conversation, or an action on its own, to one feature vector: the hidden state of the
+    last token (left padding puts it at position -1).
 
     `backbone="own"`: a small GPT-2 of its own over the policy's tokenizer (trained with the heads).
     `backbone="copy"`: a trainable copy of the policy LM, initialised from its current weights (as
-    RLHF value models start from the SFT model: the critic inherits what the policy already reads).
+    RLHF value models start from the SFT model: the critic inherits what the policy already reads);
+    it can also score an action's log-likelihood given the state (`score`).
     `backbone="policy"`: the policy LM's last hidden layer, read without gradients (saves a second
     model for large policies; only the heads learn)."""
 
@@ -82,35 +83,48 @@ class TextEncoder(nn.Module):
     def agent(self) -> HFAgent:
         return self._agent.value
 
-    def forward(self, states: Sequence[Conversation], actions: Sequence[str] | None = None) -> torch.Tensor:
+    def forward(self, states: Sequence[Conversation]) -> torch.Tensor:
+        """Features of conversations (B, H), read at the assistant prefix where the next action starts."""
         agent = self.agent
-        if actions is None:
-            input_ids, attention_mask, position_ids = agent._left_pad([agent.prompt_ids(s) for s in states])
-        else:
-            batch = agent.token_batch(states, actions)
-            input_ids, attention_mask, position_ids = (
-                batch.input_ids,
-                batch.attention_mask,
-                batch.position_ids,
-            )
+        return self._features(*agent._left_pad([agent.prompt_ids(s) for s in states]))
+
+    def encode_actions(self, actions: Sequence[str]) -> torch.Tensor:
+        """Features of actions on their own (B, H): their tokens as the policy emits them, then EOS."""
+        agent = self.agent
+        return self._features(*agent._left_pad([agent.action_ids(a) for a in actions]))
+
+    def score(
+        self, states: Sequence[Conversation], actions: Sequence[str]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One teacher-forced pass of the copy LM over state + action: the state's features (B, H),
+        read at its last token (equal to `forward(states)`: attention is causal), and the action's
+        log-likelihood log p(a | s) summed over its tokens and EOS (B,)."""
+        if self.backbone != "copy":
+            raise ConfigError(f"scoring actions needs critic backbone 'copy', not {self.backbone!r}")
+        batch = self.agent.token_batch(states, actions)
+        out = self.model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            output_hidden_states=True,
+        )
+        logprobs = out.logits[:, :-1].float().log_softmax(-1)  # (B, L-1, V): predicts tokens 1..L-1
+        token_logprobs = logprobs.gather(-1, batch.input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        loglik = (token_logprobs * batch.action_mask[:, 1:]).sum(-1)  # (B,)
+        state_end = batch.input_ids.shape[1] - 1 - batch.action_mask.sum(-1)  # (B,) last prompt token
+        rows = torch.arange(len(actions), device=state_end.device)
+        return out.hidden_states[-1][rows, state_end].float(), loglik
+
+    def _features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
+    ) -> torch.Tensor:
+        inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
         if self.backbone == "own":
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
-            return out.last_hidden_state[:, -1].float()  # (B, H)
+            return self.model(**inputs).last_hidden_state[:, -1].float()  # (B, H)
         if self.backbone == "copy":
-            out = self.model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                output_hidden_states=True,
-            )
-            return out.hidden_states[-1][:, -1].float()  # (B, H)
+            return self.model(**inputs, output_hidden_states=True).hidden_states[-1][:, -1].float()
         with torch.no_grad():
-            out = agent.model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                output_hidden_states=True,
-            )
+            out = self.agent.model(**inputs, output_hidden_states=True)
         return out.hidden_states[-1][:, -1].float().detach()  # (B, H)
 
 
@@ -131,21 +145,49 @@ def mlp_head(in_dim: int, hidden: int) -> nn.Sequential:
 
 
 class DoubleCritic(nn.Module):
-    """ArCHer's critic: Q1(s,a), Q2(s,a) from the encoding of s followed by a; V1(s), V2(s) from s."""
+    """ArCHer's critic: Q1, Q2 (s, a) and V1, V2 (s) = MLP(h(s)), sharing one encoder.
+
+    With the `own` and `policy` backbones, as in ArCHer's reference code, the state and the action are
+    encoded separately and Q reads their concatenation: Q_i(s, a) = MLP_i([h(s), h(a)]).
+
+    With the `copy` backbone, Q reads the action's log-likelihood under the critic's own LM:
+    Q_i(s, a) = MLP_i(h(s)) + w_i * log p(a | s). A value that depends on whether the action matches
+    something in the state (pick up the key of the colour the task names) is an equality across the
+    prompt; an MLP over separate encodings gets no gradient signal to start learning it (see
+    bench/critic_probe.py: it stays at chance), while an LM scores exactly such matches, and the copy
+    starts from a policy that already makes them. One pass over state + action gives h(s) and
+    log p(a | s)."""
 
     def __init__(self, encoder: TextEncoder, hidden: int = 64):
         super().__init__()
         self.encoder = encoder
-        self.q1, self.q2 = mlp_head(encoder.out_dim, hidden), mlp_head(encoder.out_dim, hidden)
+        self.likelihood = encoder.backbone == "copy"
+        q_in = encoder.out_dim if self.likelihood else 2 * encoder.out_dim
+        self.q1, self.q2 = mlp_head(q_in, hidden), mlp_head(q_in, hidden)
         self.v1, self.v2 = mlp_head(encoder.out_dim, hidden), mlp_head(encoder.out_dim, hidden)
+        # small start: log-likelihoods are O(1..10) nats, values O(1)
+        self.likelihood_weight = nn.Parameter(torch.full((2,), 0.1)) if self.likelihood else None
+
+    def forward(self, states: Sequence[Conversation], actions: Sequence[str]) -> tuple[torch.Tensor, ...]:
+        """(q1, q2, v1, v2), each (B,), with one encoding of the states shared by Q and V."""
+        h_s, q1, q2 = self._q(states, actions)
+        return q1, q2, self.v1(h_s).squeeze(-1), self.v2(h_s).squeeze(-1)
 
     def q(self, states: Sequence[Conversation], actions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.encoder(states, actions)  # (B, H)
-        return self.q1(h).squeeze(-1), self.q2(h).squeeze(-1)
+        return self._q(states, actions)[1:]
 
     def v(self, states: Sequence[Conversation]) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.encoder(states)  # (B, H)
-        return self.v1(h).squeeze(-1), self.v2(h).squeeze(-1)
+        h_s = self.encoder(states)  # (B, H)
+        return self.v1(h_s).squeeze(-1), self.v2(h_s).squeeze(-1)
+
+    def _q(self, states: Sequence[Conversation], actions: Sequence[str]) -> tuple[torch.Tensor, ...]:
+        if self.likelihood:
+            h_s, loglik = self.encoder.score(states, actions)  # (B, H), (B,)
+            w1, w2 = self.likelihood_weight
+            return h_s, self.q1(h_s).squeeze(-1) + w1 * loglik, self.q2(h_s).squeeze(-1) + w2 * loglik
+        h_s = self.encoder(states)  # (B, H)
+        h_sa = torch.cat([h_s, self.encoder.encode_actions(actions)], dim=-1)  # (B, 2H)
+        return h_s, self.q1(h_sa).squeeze(-1), self.q2(h_sa).squeeze(-1)
 
 
 class ValueNet(nn.Module):

@@ -91,6 +91,9 @@ def test_archer_critic_learns_the_chain_values(tmp_path):
     with torch.no_grad():
         q1, q2 = trainer.critic.q([t.state for t in items], [t.action for t in items])
         v1, v2 = trainer.critic.v([t.state for t in items])
+        # the training path encodes each state once for Q and V: it must give the same values
+        shared = trainer.critic([t.state for t in items], [t.action for t in items])
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(shared, (q1, q2, v1, v2)))
     q, v = torch.minimum(q1, q2), torch.minimum(v1, v2)
     q_errors = [
         abs(q[i].item() - q_true[(p, items[i].action)])
@@ -99,6 +102,29 @@ def test_archer_critic_learns_the_chain_values(tmp_path):
     ]
     v_errors = [abs(v[i].item() - v_true[p]) for i, p in enumerate(position)]
     assert max(q_errors) < 0.05 and max(v_errors) < 0.05, (max(q_errors), max(v_errors))
+
+
+def test_copy_critic_reads_the_action_likelihood_of_its_lm(tmp_path):
+    """The `copy` critic starts as the policy: its log p(a | s) is the policy's, its state features
+    from the joint pass equal those of the state alone, and Q = MLP(h(s)) + w * log p(a | s)."""
+    trainer = ArcherTrainer(_config("archer", tmp_path, critic_backbone="copy"))
+    episodes = turngym.rollout(CHAIN, turngym.agents.RandomAgent(), 4, seed=0)
+    items = [x for t in episodes for x in transitions(t, 0, 0.95)][:6]
+    states, actions = [t.state for t in items], [t.action for t in items]
+    critic = trainer.critic
+    with torch.no_grad():
+        h_joint, loglik = critic.encoder.score(states, actions)
+        policy_logprobs, mask = trainer.agent.action_logprobs(states, actions)
+        assert torch.allclose(loglik, (policy_logprobs * mask).sum(-1), atol=1e-4)
+        assert torch.allclose(h_joint, critic.encoder(states), atol=1e-5)
+        q1, _ = critic.q(states, actions)
+        w1 = critic.likelihood_weight[0]
+        assert torch.allclose(q1, critic.q1(h_joint).squeeze(-1) + w1 * loglik, atol=1e-5)
+        shared = critic(states, actions)
+        separate = (*critic.q(states, actions), *critic.v(states))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(shared, separate))
+    with pytest.raises(ConfigError, match="copy"):
+        ArcherTrainer(_config("archer", tmp_path, run_name="own")).critic.encoder.score(states, actions)
 
 
 def test_bc_reaches_high_success_on_a_trivial_env(tmp_path):
