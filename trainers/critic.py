@@ -20,13 +20,18 @@ BACKBONES = ("own", "copy", "policy")
 
 def token_logprobs(model: nn.Module, batch) -> torch.Tensor:
     """Per-token log-probs of `batch.input_ids[:, 1:]` under `model` (B, L-1), masked to the action."""
-    logits = (
-        model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids)
-        .logits[:, :-1]
-        .float()
-    )  # (B, L-1, V)
-    logprobs = logits.log_softmax(-1).gather(-1, batch.input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    return logprobs * batch.action_mask[:, 1:]
+    out = model(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+    )
+    return action_token_logprobs(out.logits, batch)
+
+
+def action_token_logprobs(logits: torch.Tensor, batch) -> torch.Tensor:
+    """Log-probs (B, L-1) of `batch.input_ids[:, 1:]` from the logits of a pass over `batch`, masked to
+    the action tokens."""
+    logprobs = logits[:, :-1].float().log_softmax(-1)  # (B, L-1, V): predicts tokens 1..L-1
+    taken = logprobs.gather(-1, batch.input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return taken * batch.action_mask[:, 1:]
 
 
 class TextEncoder(nn.Module):
@@ -108,9 +113,7 @@ class TextEncoder(nn.Module):
             position_ids=batch.position_ids,
             output_hidden_states=True,
         )
-        logprobs = out.logits[:, :-1].float().log_softmax(-1)  # (B, L-1, V): predicts tokens 1..L-1
-        token_logprobs = logprobs.gather(-1, batch.input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-        loglik = (token_logprobs * batch.action_mask[:, 1:]).sum(-1)  # (B,)
+        loglik = action_token_logprobs(out.logits, batch).sum(-1)  # (B,)
         state_end = batch.input_ids.shape[1] - 1 - batch.action_mask.sum(-1)  # (B,) last prompt token
         rows = torch.arange(len(actions), device=state_end.device)
         return out.hidden_states[-1][rows, state_end].float(), loglik
@@ -154,7 +157,7 @@ class DoubleCritic(nn.Module):
     Q_i(s, a) = MLP_i(h(s)) + w_i * log p(a | s). A value that depends on whether the action matches
     something in the state (pick up the key of the colour the task names) is an equality across the
     prompt; an MLP over separate encodings gets no gradient signal to start learning it (see
-    bench/critic_probe.py: it stays at chance), while an LM scores exactly such matches, and the copy
+    bench/critic_probe.py: it stays at the majority-class rate), while an LM scores exactly such matches, and the copy
     starts from a policy that already makes them. One pass over state + action gives h(s) and
     log p(a | s)."""
 
