@@ -15,28 +15,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from turngym.errors import ConfigError
 from turngym.trainers.common import (
     ReplayBuffer,
-    Run,
     TrainConfig,
+    Trainer,
     Transition,
     autocast,
-    checkpoint_state,
     collect,
     deep_copy_frozen,
-    default_agent,
-    load_checkpoint_state,
     make_optimizer,
+    mean_metrics,
     optimizer_step,
-    resolve_device,
     rollout_stats,
-    seed_everything,
-    train_loop,
     transitions,
 )
 from turngym.trainers.critic import (
@@ -106,18 +100,13 @@ class ArcherConfig(TrainConfig):
             )
 
 
-class ArcherTrainer:
+class ArcherTrainer(Trainer):
     """Trains `agent` (default: a TinyAgent for `config.env_id`) with ArCHer; `train()` runs the loop."""
 
     def __init__(self, config: ArcherConfig | None = None, agent: Any = None, resume: bool = False) -> None:
-        self.config = config = config or ArcherConfig()
-        seed_everything(config.seed)
-        self.device = resolve_device(config.device)
-        self.agent = agent if agent is not None else default_agent(config)
-        self.agent.model.to(self.device)
+        super().__init__(config or ArcherConfig(), agent, resume)
+        config = self.config
         self.agent.sampling = config.sampling
-        self.resume = resume
-        self.run = Run(config, resume=resume)
         encoder = TextEncoder(
             self.agent, config.critic_backbone, config.critic_layers, config.critic_width, config.critic_heads
         )
@@ -211,16 +200,10 @@ class ArcherTrainer:
         if iteration > config.warmup_iterations:
             for _ in range(config.actor_updates):
                 logs.append(self.actor_step(self.buffer.sample(config.batch_size)))
-        metrics = {
-            key: float(np.mean([m[key] for m in logs if key in m])) for key in {k for m in logs for k in m}
-        }
+        metrics = mean_metrics(logs)
         metrics.update(rollout_stats(trajectories))
         metrics["charts/buffer_size"] = len(self.buffer)
         return metrics, sum(t.num_turns for t in trajectories)
-
-    def train(self) -> list[dict[str, Any]]:
-        """Run the training loop; returns each iteration's metrics (also in `metrics.jsonl`)."""
-        return train_loop(self, resume=self.resume)
 
     def _checkpoint_parts(self) -> dict[str, Any]:
         return dict(
@@ -232,9 +215,3 @@ class ArcherTrainer:
             buffer=self.buffer,
             reference=self.reference,
         )
-
-    def state_dict(self) -> dict[str, Any]:
-        return checkpoint_state(self.agent, **self._checkpoint_parts())
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_checkpoint_state(state, self.agent, **self._checkpoint_parts())

@@ -14,18 +14,12 @@ from turngym.errors import ConfigError
 from turngym.prompts import build_conversation
 from turngym.storage import read_trajectories
 from turngym.trainers.common import (
-    Run,
     TrainConfig,
+    Trainer,
     autocast,
-    checkpoint_state,
-    default_agent,
-    load_checkpoint_state,
     make_optimizer,
     minibatches,
     optimizer_step,
-    resolve_device,
-    seed_everything,
-    train_loop,
 )
 from turngym.trainers.critic import token_logprobs
 from turngym.types import Conversation, Trajectory
@@ -82,7 +76,7 @@ def bc_examples(
     return examples
 
 
-class BCTrainer:
+class BCTrainer(Trainer):
     """Supervised fine-tuning of `agent` (default: a TinyAgent for `config.env_id`) on demonstrations."""
 
     def __init__(
@@ -92,13 +86,8 @@ class BCTrainer:
         trajectories: Sequence[Trajectory] | None = None,
         resume: bool = False,
     ) -> None:
-        self.config = config = config or BCConfig()
-        seed_everything(config.seed)
-        self.device = resolve_device(config.device)
-        self.agent = agent if agent is not None else default_agent(config)
-        self.agent.model.to(self.device)
-        self.resume = resume
-        self.run = Run(config, resume=resume)
+        super().__init__(config or BCConfig(), agent, resume)
+        config = self.config
         if trajectories is None:
             trajectories = self._load_data()
         self.demonstrations = list(trajectories)
@@ -160,14 +149,5 @@ class BCTrainer:
         steps = sum(t.num_turns for t in self.demonstrations) if iteration == 1 else 0
         return metrics, steps
 
-    def train(self) -> list[dict[str, Any]]:
-        return train_loop(self, resume=self.resume)
-
     def _checkpoint_parts(self) -> dict[str, Any]:
         return dict(optimizer=self.optimizer, scheduler=self.scheduler, rng=self.rng)
-
-    def state_dict(self) -> dict[str, Any]:
-        return checkpoint_state(self.agent, **self._checkpoint_parts())
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_checkpoint_state(state, self.agent, **self._checkpoint_parts())

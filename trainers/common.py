@@ -688,6 +688,41 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text)
 
 
+class Trainer:
+    """What every trainer shares: seeding, the device, the policy (default: a TinyAgent for
+    `config.env_id`), the run folder, `train()` and checkpoints. A subclass builds its networks and
+    optimizers after `super().__init__`, defines `iteration(i)` and names what a checkpoint holds in
+    `_checkpoint_parts()`."""
+
+    def __init__(self, config: TrainConfig, agent: Any = None, resume: bool = False) -> None:
+        self.config = config
+        seed_everything(config.seed)
+        self.device = resolve_device(config.device)
+        self.agent = agent if agent is not None else default_agent(config)
+        self.agent.model.to(self.device)
+        self.resume = resume
+        self.run = Run(config, resume=resume)
+
+    def train(self) -> list[dict[str, Any]]:
+        """Run the training loop; returns each iteration's metrics (also in `metrics.jsonl`)."""
+        return train_loop(self, resume=self.resume)
+
+    def _checkpoint_parts(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return checkpoint_state(self.agent, **self._checkpoint_parts())
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        load_checkpoint_state(state, self.agent, **self._checkpoint_parts())
+
+
+def mean_metrics(logs: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Each key's mean over the update steps that logged it."""
+    keys = dict.fromkeys(key for m in logs for key in m)
+    return {key: float(np.mean([m[key] for m in logs if key in m])) for key in keys}
+
+
 def train_loop(trainer: Any, resume: bool = False) -> list[dict[str, Any]]:
     """The loop every trainer runs: `trainer.iteration(i)` collects data and updates (returning
     metrics and the env steps it took), with eval at the start, every `eval_every` iterations and at the

@@ -12,21 +12,16 @@ import torch
 
 from turngym.errors import ConfigError
 from turngym.trainers.common import (
-    Run,
     TrainConfig,
+    Trainer,
     autocast,
-    checkpoint_state,
     collect,
     deep_copy_frozen,
-    default_agent,
-    load_checkpoint_state,
     make_optimizer,
+    mean_metrics,
     minibatches,
     optimizer_step,
-    resolve_device,
     rollout_stats,
-    seed_everything,
-    train_loop,
     transitions,
 )
 from turngym.trainers.critic import clipped_policy_loss, kl_penalty, token_logprobs
@@ -70,17 +65,12 @@ def group_advantages(returns: np.ndarray, group_size: int, scale_by_std: bool = 
     return centred.reshape(-1)
 
 
-class GRPOTrainer:
+class GRPOTrainer(Trainer):
     """Trains `agent` (default: a TinyAgent for `config.env_id`) with multi-turn GRPO."""
 
     def __init__(self, config: GRPOConfig | None = None, agent: Any = None, resume: bool = False) -> None:
-        self.config = config = config or GRPOConfig()
-        seed_everything(config.seed)
-        self.device = resolve_device(config.device)
-        self.agent = agent if agent is not None else default_agent(config)
-        self.agent.model.to(self.device)
-        self.resume = resume
-        self.run = Run(config, resume=resume)
+        super().__init__(config or GRPOConfig(), agent, resume)
+        config = self.config
         self.reference = deep_copy_frozen(self.agent.model) if config.kl_coef > 0 else None
         self.optimizer, self.scheduler = make_optimizer(
             self.agent.model.parameters(), config.lr, config.weight_decay, config.warmup_steps
@@ -117,7 +107,7 @@ class GRPOTrainer:
         for _ in range(config.ppo_epochs):
             for step, index in enumerate(minibatches(len(examples), config.batch_size, self.rng), 1):
                 logs.append(self._update([examples[i] for i in index], [old[int(i)] for i in index], step))
-        metrics = {key: float(np.mean([m[key] for m in logs])) for key in logs[0]}
+        metrics = mean_metrics(logs)
         metrics.update(rollout_stats(trajectories))
         return metrics, sum(t.num_turns for t in trajectories)
 
@@ -147,16 +137,7 @@ class GRPOTrainer:
             )
         return metrics
 
-    def train(self) -> list[dict[str, Any]]:
-        return train_loop(self, resume=self.resume)
-
     def _checkpoint_parts(self) -> dict[str, Any]:
         return dict(
             optimizer=self.optimizer, scheduler=self.scheduler, reference=self.reference, rng=self.rng
         )
-
-    def state_dict(self) -> dict[str, Any]:
-        return checkpoint_state(self.agent, **self._checkpoint_parts())
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_checkpoint_state(state, self.agent, **self._checkpoint_parts())

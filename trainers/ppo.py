@@ -12,21 +12,16 @@ import torch.nn.functional as F
 
 from turngym.errors import ConfigError
 from turngym.trainers.common import (
-    Run,
     TrainConfig,
+    Trainer,
     autocast,
-    checkpoint_state,
     collect,
     deep_copy_frozen,
-    default_agent,
-    load_checkpoint_state,
     make_optimizer,
+    mean_metrics,
     minibatches,
     optimizer_step,
-    resolve_device,
     rollout_stats,
-    seed_everything,
-    train_loop,
     transitions,
 )
 from turngym.trainers.critic import (
@@ -97,17 +92,12 @@ def gae(
     return advantages
 
 
-class PPOTrainer:
+class PPOTrainer(Trainer):
     """Trains `agent` (default: a TinyAgent for `config.env_id`) with turn-level PPO."""
 
     def __init__(self, config: PPOConfig | None = None, agent: Any = None, resume: bool = False) -> None:
-        self.config = config = config or PPOConfig()
-        seed_everything(config.seed)
-        self.device = resolve_device(config.device)
-        self.agent = agent if agent is not None else default_agent(config)
-        self.agent.model.to(self.device)
-        self.resume = resume
-        self.run = Run(config, resume=resume)
+        super().__init__(config or PPOConfig(), agent, resume)
+        config = self.config
         encoder = TextEncoder(
             self.agent, config.critic_backbone, config.critic_layers, config.critic_width, config.critic_heads
         )
@@ -157,7 +147,7 @@ class PPOTrainer:
                         step,
                     )
                 )
-        metrics = {key: float(np.mean([m[key] for m in logs])) for key in logs[0]}
+        metrics = mean_metrics(logs)
         metrics.update(rollout_stats(trajectories))
         return metrics, sum(t.num_turns for t in trajectories)
 
@@ -207,9 +197,6 @@ class PPOTrainer:
             optimizer_step(self.value_optimizer, None, self.value.parameters(), config.max_grad_norm)
         return metrics
 
-    def train(self) -> list[dict[str, Any]]:
-        return train_loop(self, resume=self.resume)
-
     def _checkpoint_parts(self) -> dict[str, Any]:
         return dict(
             value=self.value,
@@ -219,9 +206,3 @@ class PPOTrainer:
             reference=self.reference,
             rng=self.rng,
         )
-
-    def state_dict(self) -> dict[str, Any]:
-        return checkpoint_state(self.agent, **self._checkpoint_parts())
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_checkpoint_state(state, self.agent, **self._checkpoint_parts())
