@@ -115,19 +115,28 @@ class TinyAgent(HFAgent):
         config = config or TinyConfig()
         tokenizer = word_tokenizer(texts)
         torch.manual_seed(config.seed)
-        model_config = transformers.GPT2Config(
-            vocab_size=len(tokenizer),
-            n_positions=config.n_positions,
-            n_embd=config.n_embd,
-            n_layer=config.n_layer,
-            n_head=config.n_head,
-            bos_token_id=tokenizer.eos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            # no dropout: RL compares log-probs of the same actions across passes (ratios, KL)
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attn_pdrop=0.0,
+        model_config = gpt2_config(
+            tokenizer, config.n_positions, config.n_embd, config.n_layer, config.n_head
         )
         model = transformers.GPT2LMHeadModel(model_config)
         return cls(model, tokenizer, sampling, name=name, seed=config.seed)
+
+
+def gpt2_config(tokenizer: Any, n_positions: int, n_embd: int, n_layer: int, n_head: int) -> Any:
+    """A GPT-2 config from scratch over `tokenizer` (TinyAgent's policy, the ArCHer/PPO `own` critic)."""
+    transformers = require("transformers", "hf", "TinyAgent")
+    return transformers.GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=n_positions,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=n_head,
+        # the tokenizer's ids, not GPT-2's 50256 (outside this vocabulary)
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        # no dropout: RL compares log-probs of the same actions across passes (ratios, KL)
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from turngym.agents.tiny import gpt2_config
 from turngym.errors import ConfigError
 from turngym.types import Conversation
 
@@ -58,20 +59,8 @@ class TextEncoder(nn.Module):
 
             if width % heads:
                 raise ConfigError(f"critic width ({width}) must be a multiple of critic heads ({heads})")
-            config = transformers.GPT2Config(
-                vocab_size=len(agent.tokenizer),
-                n_positions=max(agent.max_context_tokens + agent.sampling.max_new_tokens + 1, 64),
-                n_embd=width,
-                n_layer=layers,
-                n_head=heads,
-                resid_pdrop=0.0,
-                embd_pdrop=0.0,
-                attn_pdrop=0.0,
-                # the tokenizer's ids, not GPT-2's 50256 (outside this vocabulary)
-                bos_token_id=agent.tokenizer.eos_token_id,
-                eos_token_id=agent.tokenizer.eos_token_id,
-                pad_token_id=agent.tokenizer.pad_token_id,
-            )
+            positions = max(agent.max_context_tokens + agent.sampling.max_new_tokens + 1, 64)
+            config = gpt2_config(agent.tokenizer, positions, width, layers, heads)
             self.model = transformers.GPT2Model(config)
             self.out_dim = width
         elif backbone == "copy":
