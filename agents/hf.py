@@ -181,14 +181,25 @@ class HFAgent:
 
     # ---- scoring (trainers) --------------------------------------------------------------------
 
-    def token_batch(self, conversations: Sequence[Conversation], actions: Sequence[str]) -> TokenBatch:
-        """Left-padded prompt+action sequences for a teacher-forced forward pass."""
+    def token_batch(
+        self,
+        conversations: Sequence[Conversation],
+        actions: Sequence[str],
+        action_tokens: Sequence[Sequence[int] | None] | None = None,
+    ) -> TokenBatch:
+        """Left-padded prompt+action sequences for a teacher-forced forward pass. Each action is
+        tokenized as `action_ids` does, unless `action_tokens` gives its ids (those `generate`
+        sampled, as `Turn.action_tokens` keeps them): a policy gradient must score the tokens the
+        policy drew, and decoding then re-encoding does not always give them back."""
         import torch
 
         if len(conversations) != len(actions):
             raise ValueError(f"{len(conversations)} conversations but {len(actions)} actions")
+        if action_tokens is not None and len(action_tokens) != len(actions):
+            raise ValueError(f"{len(actions)} actions but {len(action_tokens)} action token lists")
         prompts = [self.prompt_ids(c) for c in conversations]
-        targets = [self.action_ids(a) for a in actions]
+        tokens = action_tokens if action_tokens is not None else [None] * len(actions)
+        targets = [self.action_ids(a) if t is None else list(t) for a, t in zip(actions, tokens)]
         input_ids, attention_mask, position_ids = self._left_pad([p + t for p, t in zip(prompts, targets)])
         length = input_ids.shape[1]
         action_mask = torch.zeros_like(input_ids, dtype=torch.bool)

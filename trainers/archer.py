@@ -55,6 +55,9 @@ class ArcherConfig(TrainConfig):
     """Replay buffer capacity in turns (paper: 10,000)."""
     critic_lr: float = 1e-3
     """Critic learning rate (paper: 1e-5..2e-5 for RoBERTa; a small critic from scratch wants ~1e-3)."""
+    critic_backbone_lr: float | None = None
+    """Learning rate of the critic's encoder (None: critic_lr). A `copy` backbone is a trained LM:
+    at the heads' rate its likelihoods, which Q reads, are scrambled within tens of steps."""
     critic_updates: int = 5
     """Critic gradient steps per iteration (paper: 5 critic epochs)."""
     actor_updates: int = 3
@@ -98,6 +101,8 @@ class ArcherConfig(TrainConfig):
             raise ConfigError(
                 f"kl_coef must be >= 0 and critic_lr > 0, got {self.kl_coef} and {self.critic_lr}"
             )
+        if self.critic_backbone_lr is not None and self.critic_backbone_lr <= 0:
+            raise ConfigError(f"critic_backbone_lr must be > 0 (or None), got {self.critic_backbone_lr}")
 
 
 class ArcherTrainer(Trainer):
@@ -113,7 +118,9 @@ class ArcherTrainer(Trainer):
         self.critic = DoubleCritic(encoder, config.head_hidden).to(self.device)
         self.target_critic = deep_copy_frozen(self.critic)
         self.reference = deep_copy_frozen(self.agent.model) if config.kl_coef > 0 else None
-        self.critic_optimizer, _ = make_optimizer(self.critic.parameters(), config.critic_lr)
+        self.critic_optimizer, _ = make_optimizer(
+            self.critic.param_groups(config.critic_backbone_lr or config.critic_lr), config.critic_lr
+        )
         self.optimizer, self.scheduler = make_optimizer(
             self.agent.model.parameters(), config.lr, config.weight_decay, config.warmup_steps
         )
@@ -160,24 +167,27 @@ class ArcherTrainer(Trainer):
 
     def actor_step(self, batch: Sequence[Transition]) -> dict:
         """REINFORCE at replayed states with fresh actions, each token weighted by A(s, a)."""
+        config = self.config
         states = [t.state for t in batch]
-        actions = [g.text for g in self.agent.generate(states)]
-        with torch.no_grad(), autocast(self.config, self.device):
+        generations = self.agent.generate(states)
+        actions = [g.text for g in generations]
+        with torch.no_grad(), autocast(config, self.device):
             q1, q2, v1, v2 = self.critic(states, actions)
         advantages = (torch.minimum(q1, q2) - torch.minimum(v1, v2)).float()  # (B,)
         raw_mean = advantages.mean().item()
-        if self.config.normalize_advantages and len(batch) > 1:
+        if config.normalize_advantages and len(batch) > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        tokens = self.agent.token_batch(states, actions)
+        tokens = self.agent.token_batch(states, actions, [g.token_ids for g in generations])
         with autocast(self.config, self.device):
-            logprobs = token_logprobs(self.agent.model, tokens)  # (B, L-1), zero outside the action
+            # of the sampling distribution (temperature T), the one the actions came from
+            logprobs = token_logprobs(self.agent.model, tokens, config.temperature)  # (B, L-1)
         mask = tokens.action_mask[:, 1:].float()
         pg_loss = -(advantages * logprobs.sum(-1)).mean()
         loss = pg_loss
         metrics = {"losses/policy": pg_loss.item(), "values/advantage": raw_mean}
         if self.reference is not None:
             with torch.no_grad(), autocast(self.config, self.device):
-                ref_logprobs = token_logprobs(self.reference, tokens)
+                ref_logprobs = token_logprobs(self.reference, tokens, config.temperature)
             kl = kl_penalty(logprobs, ref_logprobs, mask)
             loss = loss + self.config.kl_coef * kl
             metrics["losses/kl"] = kl.item()

@@ -264,10 +264,16 @@ def seed_everything(seed: int) -> None:
 
 
 def make_optimizer(params: Any, lr: float, weight_decay: float = 0.0, warmup_steps: int = 0) -> tuple:
-    """AdamW and a linear warm-up schedule (constant afterwards)."""
+    """AdamW and a linear warm-up schedule (constant afterwards). `params`: tensors, or param-group
+    dicts (a group's own `lr` overrides `lr`)."""
     import torch
 
-    optimizer = torch.optim.AdamW([p for p in params if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    params = list(params)
+    if params and isinstance(params[0], dict):
+        groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in params]
+    else:
+        groups = [{"params": [p for p in params if p.requires_grad]}]
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
     )
@@ -321,6 +327,7 @@ class Transition:
     next_state: Conversation
     done: bool
     trajectory_return: float = 0.0  # discounted return from this turn (Monte Carlo), for diagnostics
+    action_tokens: list[int] | None = None  # the sampled ids of `action` (Turn.action_tokens)
 
 
 def transitions(
@@ -347,6 +354,7 @@ def transitions(
             ),
             done=bool(trajectory.terminated and i == n - 1),
             trajectory_return=returns[i],
+            action_tokens=trajectory.turns[i].action_tokens,
         )
         for i in range(n)
     ]

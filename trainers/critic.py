@@ -19,18 +19,22 @@ if TYPE_CHECKING:
 BACKBONES = ("own", "copy", "policy")
 
 
-def token_logprobs(model: nn.Module, batch) -> torch.Tensor:
-    """Per-token log-probs of `batch.input_ids[:, 1:]` under `model` (B, L-1), masked to the action."""
+def token_logprobs(model: nn.Module, batch, temperature: float = 1.0) -> torch.Tensor:
+    """Per-token log-probs of `batch.input_ids[:, 1:]` under `model` (B, L-1), masked to the action.
+    With `temperature` T, under the sampling distribution softmax(logits / T) (T = 0 reads as 1)."""
     out = model(
         input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
     )
-    return action_token_logprobs(out.logits, batch)
+    return action_token_logprobs(out.logits, batch, temperature)
 
 
-def action_token_logprobs(logits: torch.Tensor, batch) -> torch.Tensor:
+def action_token_logprobs(logits: torch.Tensor, batch, temperature: float = 1.0) -> torch.Tensor:
     """Log-probs (B, L-1) of `batch.input_ids[:, 1:]` from the logits of a pass over `batch`, masked to
-    the action tokens."""
-    logprobs = logits[:, :-1].float().log_softmax(-1)  # (B, L-1, V): predicts tokens 1..L-1
+    the action tokens; at `temperature` T, of softmax(logits / T) (T = 0 reads as 1)."""
+    logits = logits[:, :-1].float()
+    if temperature > 0 and temperature != 1:
+        logits = logits / temperature
+    logprobs = logits.log_softmax(-1)  # (B, L-1, V): predicts tokens 1..L-1
     taken = logprobs.gather(-1, batch.input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
     return taken * batch.action_mask[:, 1:]
 
@@ -159,6 +163,15 @@ class DoubleCritic(nn.Module):
         self.v1, self.v2 = mlp_head(encoder.out_dim, hidden), mlp_head(encoder.out_dim, hidden)
         # small start: log-likelihoods are O(1..10) nats, values O(1)
         self.likelihood_weight = nn.Parameter(torch.full((2,), 0.1)) if self.likelihood else None
+
+    def param_groups(self, backbone_lr: float) -> list[dict]:
+        """Optimizer groups: the encoder's own model at `backbone_lr`, the heads at the default lr."""
+        backbone = list(self.encoder.parameters())
+        ids = {id(p) for p in backbone}
+        return [
+            {"params": backbone, "lr": backbone_lr},
+            {"params": [p for p in self.parameters() if id(p) not in ids]},
+        ]
 
     def forward(self, states: Sequence[Conversation], actions: Sequence[str]) -> tuple[torch.Tensor, ...]:
         """(q1, q2, v1, v2), each (B,), with one encoding of the states shared by Q and V."""

@@ -89,7 +89,7 @@ class GRPOTrainer(Trainer):
             config.scale_by_std,
         )
         examples = [
-            (turn.state, turn.action, float(a))
+            (turn.state, turn.action, float(a), turn.action_tokens)
             for t, a in zip(trajectories, advantages)
             for turn in transitions(t, config.history_window)
         ]
@@ -97,10 +97,12 @@ class GRPOTrainer(Trainer):
             old = {}
             for index in minibatches(len(examples), config.batch_size, np.random.default_rng(0)):
                 tokens = self.agent.token_batch(
-                    [examples[i][0] for i in index], [examples[i][1] for i in index]
+                    [examples[i][0] for i in index],
+                    [examples[i][1] for i in index],
+                    [examples[i][3] for i in index],
                 )
                 with autocast(config, self.device):
-                    logprobs = token_logprobs(self.agent.model, tokens).float()
+                    logprobs = token_logprobs(self.agent.model, tokens, config.temperature).float()
                 for row, i in enumerate(index):
                     old[int(i)] = logprobs[row][tokens.action_mask[row, 1:]]
         logs: list[dict] = []
@@ -113,20 +115,20 @@ class GRPOTrainer(Trainer):
 
     def _update(self, batch: list[tuple], old: list[torch.Tensor], step: int) -> dict:
         config = self.config
-        tokens = self.agent.token_batch([b[0] for b in batch], [b[1] for b in batch])
+        tokens = self.agent.token_batch([b[0] for b in batch], [b[1] for b in batch], [b[3] for b in batch])
         mask = tokens.action_mask[:, 1:]
         old_logprobs = torch.zeros(mask.shape, device=self.device)
         old_logprobs[mask] = torch.cat(old)
         advantages = torch.tensor([b[2] for b in batch], device=self.device)
         with autocast(config, self.device):
-            logprobs = token_logprobs(self.agent.model, tokens)
+            logprobs = token_logprobs(self.agent.model, tokens, config.temperature)
         loss, clipped = clipped_policy_loss(
             logprobs, old_logprobs, advantages, mask.float(), config.clip_range
         )
         metrics = {"losses/policy": loss.item(), "charts/clip_fraction": clipped}
         if self.reference is not None:
             with torch.no_grad(), autocast(config, self.device):
-                ref = token_logprobs(self.reference, tokens)
+                ref = token_logprobs(self.reference, tokens, config.temperature)
             kl = kl_penalty(logprobs, ref, mask.float())
             loss = loss + config.kl_coef * kl
             metrics["losses/kl"] = kl.item()

@@ -112,7 +112,7 @@ class PPOTrainer(Trainer):
     def iteration(self, iteration: int) -> tuple[dict[str, Any], int]:
         config = self.config
         trajectories = collect(self.agent, config, iteration, self.run)
-        states, actions, advantages, returns = [], [], [], []
+        states, actions, action_tokens, advantages, returns = [], [], [], [], []
         for t in trajectories:
             turns = transitions(t, config.history_window, config.gamma)
             with torch.no_grad(), autocast(config, self.device):
@@ -127,13 +127,14 @@ class PPOTrainer(Trainer):
             )
             states += [x.state for x in turns]
             actions += [x.action for x in turns]
+            action_tokens += [x.action_tokens for x in turns]
             advantages += adv
             returns += [a + v for a, v in zip(adv, values[:-1])]
         advantages_t = torch.tensor(advantages, device=self.device)
         if config.normalize_advantages and len(advantages) > 1:
             advantages_t = (advantages_t - advantages_t.mean()) / (advantages_t.std() + 1e-8)
         returns_t = torch.tensor(returns, device=self.device)
-        old = self._old_logprobs(states, actions)
+        old = self._old_logprobs(states, actions, action_tokens)
         logs: list[dict] = []
         for _ in range(config.ppo_epochs):
             for step, index in enumerate(minibatches(len(states), config.batch_size, self.rng), 1):
@@ -141,6 +142,7 @@ class PPOTrainer(Trainer):
                     self._update(
                         [states[i] for i in index],
                         [actions[i] for i in index],
+                        [action_tokens[i] for i in index],
                         [old[i] for i in index],
                         advantages_t[index],
                         returns_t[index],
@@ -152,25 +154,27 @@ class PPOTrainer(Trainer):
         return metrics, sum(t.num_turns for t in trajectories)
 
     @torch.no_grad()
-    def _old_logprobs(self, states: list, actions: list[str]) -> list[torch.Tensor]:
+    def _old_logprobs(self, states: list, actions: list[str], action_tokens: list) -> list[torch.Tensor]:
         """Per-token log-probs of each action under the policy that sampled it (before this update)."""
         out = []
         for index in minibatches(len(states), self.config.batch_size, np.random.default_rng(0)):
-            tokens = self.agent.token_batch([states[i] for i in index], [actions[i] for i in index])
+            tokens = self.agent.token_batch(
+                [states[i] for i in index], [actions[i] for i in index], [action_tokens[i] for i in index]
+            )
             with autocast(self.config, self.device):
-                logprobs = token_logprobs(self.agent.model, tokens)
+                logprobs = token_logprobs(self.agent.model, tokens, self.config.temperature)
             for row, i in enumerate(index):
                 out.append((i, logprobs[row][tokens.action_mask[row, 1:]].float()))
         return [lp for _, lp in sorted(out, key=lambda x: x[0])]
 
-    def _update(self, states, actions, old, advantages, returns, step) -> dict:
+    def _update(self, states, actions, action_tokens, old, advantages, returns, step) -> dict:
         config = self.config
-        tokens = self.agent.token_batch(states, actions)
+        tokens = self.agent.token_batch(states, actions, action_tokens)
         mask = tokens.action_mask[:, 1:]
         old_logprobs = torch.zeros(mask.shape, device=self.device)
         old_logprobs[mask] = torch.cat(old)  # actions sit at the right end of each row, in order
         with autocast(config, self.device):
-            logprobs = token_logprobs(self.agent.model, tokens)
+            logprobs = token_logprobs(self.agent.model, tokens, config.temperature)
             values = self.value(states).float()
         policy_loss, clipped = clipped_policy_loss(
             logprobs, old_logprobs, advantages, mask.float(), config.clip_range
@@ -184,7 +188,7 @@ class PPOTrainer(Trainer):
         }
         if self.reference is not None:
             with torch.no_grad(), autocast(config, self.device):
-                ref = token_logprobs(self.reference, tokens)
+                ref = token_logprobs(self.reference, tokens, config.temperature)
             kl = kl_penalty(logprobs, ref, mask.float())
             loss = loss + config.kl_coef * kl
             metrics["losses/kl"] = kl.item()

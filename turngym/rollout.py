@@ -32,6 +32,7 @@ class LiveEpisode:
     reset_info: dict[str, Any]
     observations: list[str]
     actions: list[str] = field(default_factory=list)
+    action_tokens: list[list[int] | None] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
     infos: list[dict[str, Any]] = field(default_factory=list)
 
@@ -54,7 +55,11 @@ class LiveEpisode:
 
 @runtime_checkable
 class Agent(Protocol):
-    """A policy: one batched call maps every live conversation to its next action."""
+    """A policy: one batched call maps every live conversation to its next action.
+
+    LM agents (HFAgent, TinyAgent, VLLMAgent) also have `generate(conversations) -> list[Generation]`;
+    the rollout calls that instead of `act` and keeps each action's sampled token ids in
+    `Turn.action_tokens`, so trainers score the tokens the policy drew."""
 
     def act(
         self, conversations: Sequence[Conversation], episodes: Sequence[LiveEpisode] | None = None
@@ -106,12 +111,13 @@ def rollout(
                 live.append(_start(env_instance, next_index, *plan[next_index], split))
                 next_index += 1
             conversations = [episode.conversation(history_window) for episode in live]
-            actions = agent.act(conversations, live)
+            actions, action_tokens = _act(agent, conversations, live)
             _check_actions(actions, len(live), agent_name)
             still_live = []
-            for episode, action in zip(live, actions):
+            for episode, action, tokens in zip(live, actions, action_tokens):
                 observation, reward, terminated, truncated, info = episode.env.step(action)
                 episode.actions.append(action)
+                episode.action_tokens.append(tokens)
                 episode.observations.append(observation)
                 episode.rewards.append(float(reward))
                 episode.infos.append(info)
@@ -200,6 +206,17 @@ def _start(env: gymnasium.Env, index: int, seed: int | None, task_id: str | None
     )
 
 
+def _act(
+    agent: Agent, conversations: list[Conversation], live: list[LiveEpisode]
+) -> tuple[list[str], list[list[int] | None]]:
+    """The agent's actions and, for an LM agent, the token ids it sampled for each."""
+    generate = getattr(agent, "generate", None)
+    if callable(generate):
+        generations = generate(conversations)
+        return [g.text for g in generations], [list(g.token_ids) for g in generations]
+    return agent.act(conversations, live), [None] * len(conversations)
+
+
 def _check_actions(actions: object, expected: int, agent_name: str) -> None:
     if not isinstance(actions, list) or len(actions) != expected:
         got = f"{len(actions)} actions" if isinstance(actions, list) else type(actions).__name__
@@ -212,8 +229,10 @@ def _check_actions(actions: object, expected: int, agent_name: str) -> None:
 def _finish(episode: LiveEpisode, terminated: bool, agent_name: str) -> Trajectory:
     reset_info = episode.reset_info
     turns = [
-        Turn(observation=obs, action=act, reward=rew, info=info)
-        for obs, act, rew, info in zip(episode.observations, episode.actions, episode.rewards, episode.infos)
+        Turn(observation=obs, action=act, reward=rew, info=info, action_tokens=tokens)
+        for obs, act, rew, info, tokens in zip(
+            episode.observations, episode.actions, episode.rewards, episode.infos, episode.action_tokens
+        )
     ]
     metadata: dict[str, Any] = {"split": episode.split}
     if "task_type" in reset_info:

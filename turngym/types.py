@@ -22,12 +22,15 @@ Conversation = list[Message]
 
 @dataclass
 class Turn:
-    """One agent turn: the observation it answered, its action, and what the env returned."""
+    """One agent turn: the observation it answered, its action, and what the env returned.
+    `action_tokens`: the token ids an LM agent sampled for the action (None for other agents);
+    trainers score these, not a re-tokenization of `action`."""
 
     observation: str
     action: str
     reward: float
     info: dict[str, Any] = field(default_factory=dict)
+    action_tokens: list[int] | None = None
 
 
 @dataclass

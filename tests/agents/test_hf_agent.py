@@ -178,6 +178,41 @@ def test_tiny_agent_plays_an_env_through_rollout():
     assert len(trajectories) == 4 and all(t.agent == "tiny" for t in trajectories)
 
 
+def test_rollout_keeps_the_sampled_token_ids_and_trainers_score_them(agent):
+    """A sampled reply can decode to text whose re-encoding is other tokens (here a bare colour word
+    the word tokenizer only knows with a leading space). The rollout keeps the ids the policy drew,
+    and token_batch scores those ids, so log-probs equal the ones generation reported."""
+    sampled = agent.tokenizer(" red door", add_special_tokens=False)["input_ids"] + [
+        agent.tokenizer.eos_token_id
+    ]
+    text = agent.tokenizer.decode(sampled, skip_special_tokens=True).strip()
+    assert agent.action_ids(text) != sampled  # the re-encoding differs
+    conv = conversation(TEXTS[1])
+    batch = agent.token_batch([conv, conv], [text, "look"], [sampled, None])
+    logprobs, _ = agent.action_logprobs([conv, conv], [text, "look"], batch)
+    ids = torch.tensor([agent.prompt_ids(conv) + sampled])
+    with torch.no_grad():
+        logits = agent.model(ids).logits[0, :-1].log_softmax(-1)
+    manual = logits[-len(sampled) :].gather(-1, ids[0, -len(sampled) :].unsqueeze(-1)).sum()
+    assert logprobs[0].sum().item() == pytest.approx(manual.item(), abs=1e-4)
+    assert batch.action_mask[1].sum().item() == len(agent.action_ids("look"))  # None: re-encoded
+
+    sampler = TinyAgent.from_env(
+        "turngym/KeyDoor-v0",
+        TinyConfig(n_layer=1, n_embd=32, n_head=2, vocab_episodes=8),
+        SamplingConfig(temperature=1.0, max_new_tokens=6),
+    )
+    [trajectory] = turngym.rollout("turngym/KeyDoor-v0", sampler, 1, max_turns=3)
+    for turn in trajectory.turns:
+        assert turn.action_tokens and sampler.tokenizer.decode(
+            turn.action_tokens, skip_special_tokens=True
+        ).strip().startswith(turn.action)
+    again = turngym.Trajectory.from_dict(trajectory.to_dict())
+    assert [t.action_tokens for t in again.turns] == [t.action_tokens for t in trajectory.turns]
+    [scripted] = turngym.rollout("turngym/KeyDoor-v0", turngym.agents.RandomAgent(0), 1)
+    assert all(t.action_tokens is None for t in scripted.turns)
+
+
 def test_bad_sampling_config():
     with pytest.raises(turngym.ConfigError, match="temperature"):
         SamplingConfig(temperature=-1)

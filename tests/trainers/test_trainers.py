@@ -127,6 +127,34 @@ def test_copy_critic_reads_the_action_likelihood_of_its_lm(tmp_path):
         ArcherTrainer(_config("archer", tmp_path, run_name="own")).critic.encoder.score(states, actions)
 
 
+def test_critic_backbone_lr_and_log_probs_at_the_sampling_temperature(tmp_path):
+    """`critic_backbone_lr` puts the critic's encoder in its own optimizer group; policy-gradient
+    log-probs are those of softmax(logits / T), the distribution the actions were sampled from."""
+    from turngym.trainers.critic import token_logprobs
+
+    trainer = ArcherTrainer(
+        _config("archer", tmp_path, critic_backbone="copy", critic_backbone_lr=1e-5, temperature=0.5)
+    )
+    groups = trainer.critic_optimizer.param_groups
+    encoder = {id(p) for p in trainer.critic.encoder.parameters()}
+    assert [g["lr"] for g in groups] == [1e-5, trainer.config.critic_lr]
+    assert {id(p) for p in groups[0]["params"]} == encoder
+    assert not encoder & {id(p) for p in groups[1]["params"]} and len(groups[1]["params"]) > 0
+
+    agent = trainer.agent
+    state = turngym.rollout(CHAIN, turngym.agents.RandomAgent(), 1, seed=0)[0].to_messages(0)[:2]
+    tokens = agent.token_batch([state], ["right"])
+    with torch.no_grad():
+        logits = agent.forward(tokens).logits[0, :-1].float()
+        hot, cold = token_logprobs(agent.model, tokens), token_logprobs(agent.model, tokens, 0.5)
+    targets, mask = tokens.input_ids[0, 1:], tokens.action_mask[0, 1:]
+    expected = (logits / 0.5).log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)[mask]
+    assert torch.allclose(cold[0][mask], expected, atol=1e-5)
+    assert not torch.allclose(hot[0][mask], cold[0][mask])
+    with pytest.raises(ConfigError, match="critic_backbone_lr"):
+        ArcherConfig(critic_backbone_lr=0)
+
+
 def test_bc_reaches_high_success_on_a_trivial_env(tmp_path):
     config = _config(
         "bc", tmp_path, expert_episodes=8, iterations=30, lr=3e-3, eval_every=30, eval_episodes=20
