@@ -82,7 +82,7 @@ def test_archer_critic_learns_the_chain_values(tmp_path):
     episodes = turngym.rollout(CHAIN, turngym.agents.RandomAgent(), 40, seed=0)
     for t in episodes:
         trainer.buffer.extend(transitions(t, config.history_window, config.gamma))
-    for _ in range(200):
+    for _ in range(300):
         trainer.critic_step(trainer.buffer.sample(32), pi_actions=["right"] * 32)
     v_true = {0: 0.95, 1: 1.0}
     q_true = {(0, "right"): 0.95, (1, "right"): 1.0, (0, "left"): 0.9025, (1, "left"): 0.9025}
