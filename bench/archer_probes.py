@@ -8,7 +8,8 @@ the demo's BC policy (not a test; about 10 minutes on 2 CPU cores).
    for the critic's encoder trained at two learning rates (`critic_backbone_lr`).
 2. Actor: `ArcherTrainer.actor_step` with an oracle in place of the critic (Q = 1 if the fresh action
    is the expert's at that state, advantages standardised per batch): how far can the token-level
-   REINFORCE update move greedy held-out success when its advantage is perfect?
+   REINFORCE update move greedy held-out success when its advantage is perfect, with and without
+   `positive_advantages_only`?
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class OracleCritic:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--critic-steps", type=int, default=40)
-    parser.add_argument("--actor-steps", type=int, default=40)
+    parser.add_argument("--actor-steps", type=int, default=60)
     parser.add_argument("--buffer-episodes", type=int, default=160)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -140,9 +141,14 @@ def main() -> None:
 
     print(f"\n2. actor_step with an oracle advantage, {args.actor_steps} steps: greedy held-out success")
     labels = expert_labels(replay)
-    for lr in (1e-4, 3e-4):
+    for lr, positive_only in ((1e-4, False), (3e-4, False), (3e-4, True)):
         config = ArcherConfig(
-            **shared, run_name=f"actor-{lr}", lr=lr, normalize_advantages=True, kl_coef=0.05
+            **shared,
+            run_name=f"actor-{lr}-{positive_only}",
+            lr=lr,
+            normalize_advantages=True,
+            positive_advantages_only=positive_only,
+            kl_coef=0.05,
         )
         trainer = ArcherTrainer(config, agent=copy.deepcopy(policy))
         trainer.critic = OracleCritic(labels)
@@ -150,9 +156,10 @@ def main() -> None:
         curve = [evaluate_policy(trainer.agent, config)["eval/success_rate"]]
         for step in range(1, args.actor_steps + 1):
             trainer.actor_step(trainer.buffer.sample(config.batch_size))
-            if step % (args.actor_steps // 2) == 0:
+            if step % (args.actor_steps // 3) == 0:
                 curve.append(evaluate_policy(trainer.agent, config)["eval/success_rate"])
-        print(f"  actor lr {lr:g}: " + " -> ".join(f"{s:.0%}" for s in curve))
+        which = "A > 0 only" if positive_only else "all A"
+        print(f"  actor lr {lr:g}, {which}: " + " -> ".join(f"{s:.0%}" for s in curve))
     print(f"\nwall time {time.perf_counter() - start:.0f} s")
 
 

@@ -78,6 +78,10 @@ class ArcherConfig(TrainConfig):
     """Weight of the KL penalty to the reference policy (the policy at the start of training)."""
     normalize_advantages: bool = False
     """Standardise advantages per batch (not in the paper; helps when critic scales drift)."""
+    positive_advantages_only: bool = False
+    """Give gradient only to actions with A > 0 (an advantage filter as in CRR; not in the paper).
+    On a small policy, pushing down worse actions also pushes down the tokens every command shares
+    (EOS, common words) and breaks its replies (bench/archer_probes.py)."""
 
     algo = "archer"
 
@@ -177,6 +181,8 @@ class ArcherTrainer(Trainer):
         raw_mean = advantages.mean().item()
         if config.normalize_advantages and len(batch) > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        if config.positive_advantages_only:
+            advantages = advantages.clamp(min=0)
         tokens = self.agent.token_batch(states, actions, [g.token_ids for g in generations])
         with autocast(self.config, self.device):
             # of the sampling distribution (temperature T), the one the actions came from

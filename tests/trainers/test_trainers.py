@@ -155,6 +155,32 @@ def test_critic_backbone_lr_and_log_probs_at_the_sampling_temperature(tmp_path):
         ArcherConfig(critic_backbone_lr=0)
 
 
+def test_positive_advantages_only_leaves_worse_actions_alone(tmp_path):
+    """With every fresh action rated below V, the filtered actor step changes nothing; unfiltered,
+    the same step pushes those actions down."""
+
+    def below_value(states, actions):
+        q = torch.zeros(len(states))
+        return q, q, q + 1, q + 1
+
+    episodes = turngym.rollout(CHAIN, turngym.agents.RandomAgent(), 4, seed=0)
+    moved = {}
+    for positive_only in (True, False):
+        trainer = ArcherTrainer(
+            _config(
+                "archer", tmp_path, run_name=f"pos-{positive_only}", positive_advantages_only=positive_only
+            )
+        )
+        trainer.critic = below_value
+        for t in episodes:
+            trainer.buffer.extend(transitions(t, 0, 0.95))
+        before = [p.detach().clone() for p in trainer.agent.model.parameters()]
+        trainer.actor_step(trainer.buffer.sample(4))
+        after = trainer.agent.model.parameters()
+        moved[positive_only] = any(not torch.equal(a, b) for a, b in zip(before, after))
+    assert moved == {True: False, False: True}
+
+
 def test_bc_reaches_high_success_on_a_trivial_env(tmp_path):
     config = _config(
         "bc", tmp_path, expert_episodes=8, iterations=30, lr=3e-3, eval_every=30, eval_episodes=20
