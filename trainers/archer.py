@@ -184,7 +184,7 @@ class ArcherTrainer(Trainer):
         if config.positive_advantages_only:
             advantages = advantages.clamp(min=0)
         tokens = self.agent.token_batch(states, actions, [g.token_ids for g in generations])
-        with autocast(self.config, self.device):
+        with autocast(config, self.device):
             # of the sampling distribution (temperature T), the one the actions came from
             logprobs = token_logprobs(self.agent.model, tokens, config.temperature)  # (B, L-1)
         mask = tokens.action_mask[:, 1:].float()
@@ -192,14 +192,14 @@ class ArcherTrainer(Trainer):
         loss = pg_loss
         metrics = {"losses/policy": pg_loss.item(), "values/advantage": raw_mean}
         if self.reference is not None:
-            with torch.no_grad(), autocast(self.config, self.device):
+            with torch.no_grad(), autocast(config, self.device):
                 ref_logprobs = token_logprobs(self.reference, tokens, config.temperature)
             kl = kl_penalty(logprobs, ref_logprobs, mask)
-            loss = loss + self.config.kl_coef * kl
+            loss = loss + config.kl_coef * kl
             metrics["losses/kl"] = kl.item()
         loss.backward()
         metrics["charts/policy_grad_norm"] = optimizer_step(
-            self.optimizer, self.scheduler, self.agent.model.parameters(), self.config.max_grad_norm
+            self.optimizer, self.scheduler, self.agent.model.parameters(), config.max_grad_norm
         )
         return metrics
 

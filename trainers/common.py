@@ -718,6 +718,29 @@ class Trainer:
     def _checkpoint_parts(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def old_logprobs(
+        self, states: Sequence[Conversation], actions: Sequence[str], action_tokens: Sequence[Any]
+    ) -> list[Any]:
+        """Per-token log-probs (at the sampling temperature) of each action under the policy before
+        an update, one 1-D tensor over its action tokens per example, in example order (the
+        denominators of PPO's and GRPO's ratios)."""
+        import torch
+
+        from turngym.trainers.critic import token_logprobs
+
+        config = self.config
+        out: list[Any] = [None] * len(states)
+        with torch.no_grad():
+            for index in minibatches(len(states), config.batch_size, np.random.default_rng(0)):
+                tokens = self.agent.token_batch(
+                    [states[i] for i in index], [actions[i] for i in index], [action_tokens[i] for i in index]
+                )
+                with autocast(config, self.device):
+                    logprobs = token_logprobs(self.agent.model, tokens, config.temperature).float()
+                for row, i in enumerate(index):
+                    out[i] = logprobs[row][tokens.action_mask[row, 1:]]
+        return out
+
     def state_dict(self) -> dict[str, Any]:
         return checkpoint_state(self.agent, **self._checkpoint_parts())
 

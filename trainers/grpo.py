@@ -93,22 +93,11 @@ class GRPOTrainer(Trainer):
             for t, a in zip(trajectories, advantages)
             for turn in transitions(t, config.history_window)
         ]
-        with torch.no_grad():
-            old = {}
-            for index in minibatches(len(examples), config.batch_size, np.random.default_rng(0)):
-                tokens = self.agent.token_batch(
-                    [examples[i][0] for i in index],
-                    [examples[i][1] for i in index],
-                    [examples[i][3] for i in index],
-                )
-                with autocast(config, self.device):
-                    logprobs = token_logprobs(self.agent.model, tokens, config.temperature).float()
-                for row, i in enumerate(index):
-                    old[int(i)] = logprobs[row][tokens.action_mask[row, 1:]]
+        old = self.old_logprobs([e[0] for e in examples], [e[1] for e in examples], [e[3] for e in examples])
         logs: list[dict] = []
         for _ in range(config.ppo_epochs):
             for step, index in enumerate(minibatches(len(examples), config.batch_size, self.rng), 1):
-                logs.append(self._update([examples[i] for i in index], [old[int(i)] for i in index], step))
+                logs.append(self._update([examples[i] for i in index], [old[i] for i in index], step))
         metrics = mean_metrics(logs)
         metrics.update(rollout_stats(trajectories))
         return metrics, sum(t.num_turns for t in trajectories)

@@ -134,7 +134,7 @@ class PPOTrainer(Trainer):
         if config.normalize_advantages and len(advantages) > 1:
             advantages_t = (advantages_t - advantages_t.mean()) / (advantages_t.std() + 1e-8)
         returns_t = torch.tensor(returns, device=self.device)
-        old = self._old_logprobs(states, actions, action_tokens)
+        old = self.old_logprobs(states, actions, action_tokens)
         logs: list[dict] = []
         for _ in range(config.ppo_epochs):
             for step, index in enumerate(minibatches(len(states), config.batch_size, self.rng), 1):
@@ -152,20 +152,6 @@ class PPOTrainer(Trainer):
         metrics = mean_metrics(logs)
         metrics.update(rollout_stats(trajectories))
         return metrics, sum(t.num_turns for t in trajectories)
-
-    @torch.no_grad()
-    def _old_logprobs(self, states: list, actions: list[str], action_tokens: list) -> list[torch.Tensor]:
-        """Per-token log-probs of each action under the policy that sampled it (before this update)."""
-        out = []
-        for index in minibatches(len(states), self.config.batch_size, np.random.default_rng(0)):
-            tokens = self.agent.token_batch(
-                [states[i] for i in index], [actions[i] for i in index], [action_tokens[i] for i in index]
-            )
-            with autocast(self.config, self.device):
-                logprobs = token_logprobs(self.agent.model, tokens, self.config.temperature)
-            for row, i in enumerate(index):
-                out.append((i, logprobs[row][tokens.action_mask[row, 1:]].float()))
-        return [lp for _, lp in sorted(out, key=lambda x: x[0])]
 
     def _update(self, states, actions, action_tokens, old, advantages, returns, step) -> dict:
         config = self.config
