@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from turngym.agents.hf import action_token_logprobs
 from turngym.agents.tiny import gpt2_config
 from turngym.errors import ConfigError
 from turngym.types import Conversation
@@ -26,17 +27,6 @@ def token_logprobs(model: nn.Module, batch, temperature: float = 1.0) -> torch.T
         input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
     )
     return action_token_logprobs(out.logits, batch, temperature)
-
-
-def action_token_logprobs(logits: torch.Tensor, batch, temperature: float = 1.0) -> torch.Tensor:
-    """Log-probs (B, L-1) of `batch.input_ids[:, 1:]` from the logits of a pass over `batch`, masked to
-    the action tokens; at `temperature` T, of softmax(logits / T) (T = 0 reads as 1)."""
-    logits = logits[:, :-1].float()
-    if temperature > 0 and temperature != 1:
-        logits = logits / temperature
-    logprobs = logits.log_softmax(-1)  # (B, L-1, V): predicts tokens 1..L-1
-    taken = logprobs.gather(-1, batch.input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    return taken * batch.action_mask[:, 1:]
 
 
 class TextEncoder(nn.Module):
