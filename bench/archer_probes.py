@@ -6,6 +6,10 @@ the demo's BC policy (not a test; about 10 minutes on 2 CPU cores).
    argmax_a min(Q1, Q2)(s, a) over the admissible actions pick the expert's action? Reported per
    decision kind ("pick" = which key to pick up: the colour match BC gets wrong; "drop"/"open"),
    for the critic's encoder trained at two learning rates (`critic_backbone_lr`).
+   Then, at the same states, its advantages for the actions the actor step really scores (K fresh
+   samples of the policy at T=1): do they separate the expert's action from the rest (AUC), and
+   which actions get A > 0, with ArCHer's baseline V(s) and with the mean of Q over the K samples?
+   (`positive_advantages_only` trains on exactly the A > 0 set.) Before and after the TD steps.
 2. Actor: `ArcherTrainer.actor_step` with an oracle in place of the critic (Q = 1 if the fresh action
    is the expert's at that state, advantages standardised per batch): how far can the token-level
    REINFORCE update move greedy held-out success when its advantage is perfect, with and without
@@ -81,6 +85,41 @@ def critic_choices(critic, probes) -> dict[str, str]:
     return {kind: f"{sum(h)}/{len(h)}" for kind, h in sorted(hits.items())}
 
 
+@torch.no_grad()
+def advantage_filter(critic, policy, probes, samples: int) -> tuple[dict[str, str], list[str]]:
+    """Per decision kind: AUC of A(s, a) between the expert's action and the other fresh samples,
+    and the share of each with A > 0 under the V baseline and the mean-of-Q baseline; plus the
+    non-expert samples with the largest A - V."""
+    stats: dict[str, dict[str, float]] = {}
+    worst: list[tuple[float, str]] = []
+    with sampling_as(policy, SamplingConfig(temperature=1.0, max_new_tokens=8)):
+        for state, _, good, kind in probes:
+            actions = [g.text for g in policy.generate([state] * samples)] + [good]
+            q1, q2, v1, v2 = critic([state] * len(actions), actions)
+            q = torch.minimum(q1, q2)
+            a_v, a_mean = q - torch.minimum(v1, v2), q - q[:-1].mean()
+            others = [i for i, a in enumerate(actions[:-1]) if a != good]
+            r = stats.setdefault(
+                kind, dict.fromkeys(("n", "auc", "v_good", "v_bad", "m_good", "m_bad", "bad"), 0)
+            )
+            r["n"] += 1
+            r["bad"] += len(others)
+            r["auc"] += sum(float(q[-1] > q[i]) + 0.5 * float(q[-1] == q[i]) for i in others) / max(
+                len(others), 1
+            )
+            r["v_good"] += int(a_v[-1] > 0)
+            r["m_good"] += int(a_mean[-1] > 0)
+            r["v_bad"] += sum(int(a_v[i] > 0) for i in others)
+            r["m_bad"] += sum(int(a_mean[i] > 0) for i in others)
+            worst += [(a_v[i].item(), f"{actions[i]!r} (expert: {good!r})") for i in others]
+    report = {
+        kind: f"AUC {r['auc'] / r['n']:.2f}; A-V > 0: expert {r['v_good']}/{r['n']}, others "
+        f"{r['v_bad']}/{r['bad']}; A-mean(Q) > 0: expert {r['m_good']}/{r['n']}, others {r['m_bad']}/{r['bad']}"
+        for kind, r in sorted(stats.items())
+    }
+    return report, [f"A-V {a:+.2f}  {text}" for a, text in sorted(worst, reverse=True)[:5]]
+
+
 class OracleCritic:
     """Stands in for ArCHer's critic in `actor_step`: Q = 1 for the expert's action, else 0; V = 0."""
 
@@ -97,7 +136,9 @@ def main() -> None:
     parser.add_argument("--critic-steps", type=int, default=40)
     parser.add_argument("--actor-steps", type=int, default=60)
     parser.add_argument("--buffer-episodes", type=int, default=160)
+    parser.add_argument("--samples", type=int, default=12, help="fresh actions per state (filter probe)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-actor", action="store_true", help="run the critic probes only")
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="turngym-probe-")
     shared = {**SHARED, "runs_dir": root, "tensorboard": False, "seed": args.seed}
@@ -134,11 +175,22 @@ def main() -> None:
         trainer = ArcherTrainer(config, agent=copy.deepcopy(policy))
         trainer.buffer.extend(turns)
         before = critic_choices(trainer.critic, probes)
+        if backbone_lr == 1e-4:
+            filtered_before, _ = advantage_filter(trainer.critic, trainer.agent, probes, args.samples)
         for _ in range(args.critic_steps):
             trainer.critic_step(trainer.buffer.sample(config.batch_size))
         after = critic_choices(trainer.critic, probes)
         print(f"  encoder lr {backbone_lr:g}: start {before} -> after {after}")
+        if backbone_lr == 1e-4:
+            filtered, worst = advantage_filter(trainer.critic, trainer.agent, probes, args.samples)
+            print(f"  its advantages for {args.samples} fresh samples at T=1 per state (start -> after):")
+            for kind, line in filtered.items():
+                print(f"    {kind:5s} start {filtered_before[kind]}\n          after {line}")
+            print("  other samples with the largest A - V:\n    " + "\n    ".join(worst))
 
+    if args.skip_actor:
+        print(f"\nwall time {time.perf_counter() - start:.0f} s")
+        return
     print(f"\n2. actor_step with an oracle advantage, {args.actor_steps} steps: greedy held-out success")
     labels = expert_labels(replay)
     for lr, positive_only in ((1e-4, False), (3e-4, False), (3e-4, True)):
