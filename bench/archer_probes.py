@@ -165,7 +165,7 @@ def main() -> None:
     )
 
     print(f"\n1. copy critic, {args.critic_steps} TD steps: argmax_a Q = expert action, per decision kind")
-    for backbone_lr in (1e-3, 1e-4):
+    for backbone_lr, probe_filter in ((1e-3, False), (1e-4, True)):
         config = ArcherConfig(
             **shared,
             run_name=f"critic-{backbone_lr}",
@@ -175,23 +175,27 @@ def main() -> None:
         trainer = ArcherTrainer(config, agent=copy.deepcopy(policy))
         trainer.buffer.extend(turns)
         before = critic_choices(trainer.critic, probes)
-        if backbone_lr == 1e-4:
+        if probe_filter:
             filtered_before, _ = advantage_filter(trainer.critic, trainer.agent, probes, args.samples)
         for _ in range(args.critic_steps):
             trainer.critic_step(trainer.buffer.sample(config.batch_size))
         after = critic_choices(trainer.critic, probes)
         print(f"  encoder lr {backbone_lr:g}: start {before} -> after {after}")
-        if backbone_lr == 1e-4:
+        if probe_filter:
             filtered, worst = advantage_filter(trainer.critic, trainer.agent, probes, args.samples)
             print(f"  its advantages for {args.samples} fresh samples at T=1 per state (start -> after):")
             for kind, line in filtered.items():
                 print(f"    {kind:5s} start {filtered_before[kind]}\n          after {line}")
             print("  other samples with the largest A - V:\n    " + "\n    ".join(worst))
 
-    if args.skip_actor:
-        print(f"\nwall time {time.perf_counter() - start:.0f} s")
-        return
-    print(f"\n2. actor_step with an oracle advantage, {args.actor_steps} steps: greedy held-out success")
+    if not args.skip_actor:
+        oracle_actor(policy, replay, turns, shared, args.actor_steps)
+    print(f"\nwall time {time.perf_counter() - start:.0f} s")
+
+
+def oracle_actor(policy, replay, turns, shared: dict, actor_steps: int) -> None:
+    """Part 2: greedy held-out success along `actor_steps` oracle-advantage actor steps."""
+    print(f"\n2. actor_step with an oracle advantage, {actor_steps} steps: greedy held-out success")
     labels = expert_labels(replay)
     for lr, positive_only in ((1e-4, False), (3e-4, False), (3e-4, True)):
         config = ArcherConfig(
@@ -206,13 +210,12 @@ def main() -> None:
         trainer.critic = OracleCritic(labels)
         trainer.buffer.extend(turns)
         curve = [evaluate_policy(trainer.agent, config)["eval/success_rate"]]
-        for step in range(1, args.actor_steps + 1):
+        for step in range(1, actor_steps + 1):
             trainer.actor_step(trainer.buffer.sample(config.batch_size))
-            if step % (args.actor_steps // 3) == 0:
+            if step % (actor_steps // 3) == 0:
                 curve.append(evaluate_policy(trainer.agent, config)["eval/success_rate"])
         which = "A > 0 only" if positive_only else "all A"
         print(f"  actor lr {lr:g}, {which}: " + " -> ".join(f"{s:.0%}" for s in curve))
-    print(f"\nwall time {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":
