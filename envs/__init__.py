@@ -16,6 +16,12 @@ register(
     kwargs={"num_colors": 8},
     description="KeyDoor with 8 colours: a random agent succeeds about 1 time in 8.",
 )
+register(
+    "turngym/RiverCrossing-v0",
+    "turngym.envs.river_crossing:RiverCrossingEnv",
+    max_episode_steps=20,
+    description="Wade or bridge 10 rivers; the expert sees which fords are deep, the agent does not.",
+)
 import turngym.envs.games  # noqa: E402  (registers the game ids)
 import turngym.envs.household  # noqa: E402  (registers the household ids)
 import turngym.envs.minigrid  # noqa: E402  (registers the MiniGrid/BabyAI ids)

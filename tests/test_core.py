@@ -7,7 +7,9 @@ import turngym
 from turngym.core import TEXT_CHARSET, parse_reset_options, quote_action, text_space
 
 
-@pytest.mark.parametrize("env_id", ["turngym/KeyDoor-v0", "turngym/KeyDoorHard-v0"])
+@pytest.mark.parametrize(
+    "env_id", ["turngym/KeyDoor-v0", "turngym/KeyDoorHard-v0", "turngym/RiverCrossing-v0"]
+)
 def test_builtin_envs_pass_check_env(env_id):
     turngym.check_env(turngym.make(env_id), invalid_actions=("", "fly away", "open the door"))
 
