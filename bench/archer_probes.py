@@ -32,7 +32,11 @@ from turngym.prompts import build_conversation
 from turngym.trainers.archer import ArcherConfig, ArcherTrainer
 from turngym.trainers.bc import BCConfig, BCTrainer
 from turngym.trainers.common import evaluate_policy, sampling_as, transitions
-from turngym.trainers.demo import DEMO_ENV, FULL, SHARED
+from turngym.trainers.demo import SETUPS
+
+KEYDOOR = "turngym/KeyDoor-v0"  # these probes study the KeyDoor demo setup (the earlier demo)
+FULL = SETUPS[KEYDOOR]
+SHARED = {**FULL["shared"], "env_id": KEYDOOR}
 
 
 def key(state) -> str:
@@ -41,7 +45,7 @@ def key(state) -> str:
 
 def expert_labels(trajectories) -> dict[str, str]:
     """The expert's action at every state of the given trajectories (replayed from their task ids)."""
-    env = turngym.make(DEMO_ENV).unwrapped
+    env = turngym.make(KEYDOOR).unwrapped
     labels = {}
     for t in trajectories:
         env.reset(options={"task_id": t.task_id})
@@ -59,7 +63,7 @@ def expert_labels(trajectories) -> dict[str, str]:
 
 def probe_states(num_tasks: int, seed: int) -> list[tuple]:
     """(state, admissible actions, expert action, kind) along expert episodes of test tasks."""
-    env = turngym.make(DEMO_ENV).unwrapped
+    env = turngym.make(KEYDOOR).unwrapped
     probes = []
     for i in range(num_tasks):
         observation, _ = env.reset(seed=seed + i, options={"split": "test"})
@@ -150,7 +154,7 @@ def main() -> None:
     bc_success = bc.run.metrics()[-1]["eval/success_rate"]
     with sampling_as(policy, SamplingConfig(temperature=0.5, max_new_tokens=8)):
         replay = turngym.rollout(
-            DEMO_ENV,
+            KEYDOOR,
             policy,
             args.buffer_episodes,
             batch_size=32,

@@ -27,7 +27,11 @@ from turngym.prompts import build_conversation
 from turngym.trainers.bc import BCConfig, BCTrainer
 from turngym.trainers.common import make_optimizer, seed_everything
 from turngym.trainers.critic import DoubleCritic, TextEncoder
-from turngym.trainers.demo import FULL, SHARED
+from turngym.trainers.demo import SETUPS
+
+KEYDOOR = "turngym/KeyDoor-v0"  # these probes study the KeyDoor demo setup (the earlier demo)
+FULL = SETUPS[KEYDOOR]
+SHARED = {**FULL["shared"], "env_id": KEYDOOR}
 
 LABELS = {
     "action colour": lambda target, key: key == "red",

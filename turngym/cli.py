@@ -210,13 +210,17 @@ def demo(
     ] = False,
     runs_dir: Annotated[Path, typer.Option(help="Where the demo's run folders go.")] = Path("runs"),
     seed: Annotated[int, typer.Option(help="Seed of everything (the demo is reproducible).")] = 0,
+    env: Annotated[
+        str,
+        typer.Option(help="turngym/RiverCrossing-v0, or turngym/KeyDoor-v0 (where ArCHer does not lift BC)."),
+    ] = "turngym/RiverCrossing-v0",
 ) -> None:
     """The main job: random policy, then a TinyAgent warmed up by behaviour cloning on a few expert
-    episodes, then trained with ArCHer; success on held-out KeyDoor tasks before/after, curve.png."""
+    episodes, then trained with ArCHer; success on held-out tasks before/after, curve.png."""
     from turngym.trainers.demo import run_demo
 
     try:
-        run_demo(console, runs_dir=runs_dir, seed=seed, quick=quick, progress=sys.stderr.isatty())
+        run_demo(console, env_id=env, runs_dir=runs_dir, seed=seed, quick=quick, progress=sys.stderr.isatty())
     except (TurnGymError, ValueError) as exc:
         raise _fail(str(exc)) from None
 

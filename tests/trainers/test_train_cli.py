@@ -66,3 +66,11 @@ def test_demo_quick_prints_the_table(tmp_path):
     for row in ("random policy", "after BC", "after BC + ArCHer", "95% CI"):
         assert row in result.output
     assert (tmp_path / "demo" / "curve.png").exists()
+    assert "RiverCrossing-v0" in result.output
+
+
+def test_demo_names_its_envs_when_given_another(tmp_path):
+    result = runner.invoke(app, ["demo", "--quick", "--env", "turngym/Maze-v0", "--runs-dir", str(tmp_path)])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1
+    assert "turngym/KeyDoor-v0" in lines[0] and "turngym/RiverCrossing-v0" in lines[0]
