@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from turngym.core import TextEnv, check_step_order, parse_reset_options, quote_action
-from turngym.envs.games.grid import draw_level_seed, level_split, parse_level_id
+from turngym.core import TextEnv, check_step_order, quote_action
+from turngym.envs.games.grid import level_info, reset_level_seed
 
 CALM_SHARE = 0.5
 """Share of rivers whose water looks calm (the rest look fast)."""
@@ -71,11 +71,7 @@ class RiverCrossingEnv(TextEnv):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict]:
         super().reset(seed=seed)
-        opts = parse_reset_options(options)
-        if opts.task_id is not None:
-            self.level_seed = parse_level_id(opts.task_id, self.level_prefix)
-        else:
-            self.level_seed = draw_level_seed(self.np_random, opts.split)
+        self.level_seed = reset_level_seed(self.np_random, options, self.level_prefix)
         rng = np.random.default_rng(self.level_seed)
         self.water = ["calm" if rng.random() < CALM_SHARE else "fast" for _ in range(self.num_rivers)]
         self.deep = [bool(rng.random() < DEEP_PROBABILITY[w]) for w in self.water]
@@ -83,10 +79,7 @@ class RiverCrossingEnv(TextEnv):
         self.done = self.won = False
         observation = f"Task: {self.task}.\n{self._describe()}"
         info = {
-            "task": self.task,
-            "task_id": f"{self.level_prefix}-{self.level_seed}",
-            "task_type": self.task_type,
-            "split": level_split(self.level_seed),
+            **level_info(self.task, self.level_prefix, self.level_seed, self.task_type),
             **self._state_info(),
         }
         self.last_observation = observation

@@ -86,6 +86,25 @@ def parse_level_id(task_id: str, prefix: str) -> int:
     raise ValueError(f"unknown task_id {task_id!r}: expected '{prefix}-<level seed>' (e.g. '{prefix}-42')")
 
 
+def reset_level_seed(np_random: np.random.Generator, options: dict[str, Any] | None, prefix: str) -> int:
+    """The level a reset plays: the one `options["task_id"]` names (`<prefix>-<seed>`), else a fresh
+    draw from `options["split"]` (train by default)."""
+    opts = parse_reset_options(options)
+    if opts.task_id is not None:
+        return parse_level_id(opts.task_id, prefix)
+    return draw_level_seed(np_random, opts.split)
+
+
+def level_info(task: str, prefix: str, level_seed: int, task_type: str) -> dict[str, Any]:
+    """The reset info keys that name a procedural level: task, task_id, task_type, split."""
+    return {
+        "task": task,
+        "task_id": f"{prefix}-{level_seed}",
+        "task_type": task_type,
+        "split": level_split(level_seed),
+    }
+
+
 class GridGameEnv(TextEnv):
     """A single-agent grid puzzle played with `up`/`down`/`left`/`right`, one level per level seed.
 
@@ -144,20 +163,13 @@ class GridGameEnv(TextEnv):
     # -- the TextEnv contract ---------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict]:
         super().reset(seed=seed)
-        opts = parse_reset_options(options)
-        if opts.task_id is not None:
-            self.level_seed = parse_level_id(opts.task_id, self.level_prefix)
-        else:
-            self.level_seed = draw_level_seed(self.np_random, opts.split)
+        self.level_seed = reset_level_seed(self.np_random, options, self.level_prefix)
         self._generate(np.random.default_rng(self.level_seed))
         self.done = self.won = False
         self.start_distance = len(self._solve() or [])
         observation = f"Task: {self.task}.\n{self._render()}"
         info = {
-            "task": self.task,
-            "task_id": f"{self.level_prefix}-{self.level_seed}",
-            "task_type": self.task_type,
-            "split": level_split(self.level_seed),
+            **level_info(self.task, self.level_prefix, self.level_seed, self.task_type),
             **self._state_info(),
         }
         self.last_observation = observation

@@ -9,8 +9,8 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from turngym.core import TextEnv, check_step_order, parse_reset_options, quote_action
-from turngym.envs.games.grid import draw_level_seed, level_split, parse_level_id
+from turngym.core import TextEnv, check_step_order, quote_action
+from turngym.envs.games.grid import level_info, reset_level_seed
 from turngym.errors import did_you_mean, require
 
 ACTIONS = ("turn left", "turn right", "go forward", "pick up", "drop", "toggle", "done")
@@ -153,11 +153,7 @@ class MiniGridTextEnv(TextEnv):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict]:
         super().reset(seed=seed)
-        opts = parse_reset_options(options)
-        if opts.task_id is not None:
-            self.level_seed = parse_level_id(opts.task_id, self.env_id)
-        else:
-            self.level_seed = draw_level_seed(self.np_random, opts.split)
+        self.level_seed = reset_level_seed(self.np_random, options, self.env_id)
         with contextlib.redirect_stdout(io.StringIO()):  # BabyAI's level sampler prints its retries
             obs, _ = self.inner.reset(seed=self.level_seed)
         self.last_image = obs["image"]
@@ -166,13 +162,7 @@ class MiniGridTextEnv(TextEnv):
         self.bot, self._bot_step, self._bot_action, self._last_action = None, -1, None, None
         mission = str(obs["mission"])
         observation = f"Mission: {mission}.\n{self._describe()}"
-        info = {
-            "task": mission,
-            "task_id": f"{self.env_id}-{self.level_seed}",
-            "task_type": self.env_id,
-            "split": level_split(self.level_seed),
-            **self._state_info(),
-        }
+        info = {**level_info(mission, self.env_id, self.level_seed, self.env_id), **self._state_info()}
         self.last_observation = observation
         return observation, info
 
