@@ -32,11 +32,11 @@ from turngym.prompts import build_conversation
 from turngym.trainers.archer import ArcherConfig, ArcherTrainer
 from turngym.trainers.bc import BCConfig, BCTrainer
 from turngym.trainers.common import evaluate_policy, sampling_as, transitions
-from turngym.trainers.demo import SETUPS
+from turngym.trainers.demo import demo_setup
 
 KEYDOOR = "turngym/KeyDoor-v0"  # these probes study the KeyDoor demo setup (the earlier demo)
-FULL = SETUPS[KEYDOOR]
-SHARED = {**FULL["shared"], "env_id": KEYDOOR}
+FULL = demo_setup(KEYDOOR)
+SHARED = FULL["shared"]
 
 
 def key(state) -> str:

@@ -27,11 +27,11 @@ from turngym.prompts import build_conversation
 from turngym.trainers.bc import BCConfig, BCTrainer
 from turngym.trainers.common import make_optimizer, seed_everything
 from turngym.trainers.critic import DoubleCritic, TextEncoder
-from turngym.trainers.demo import SETUPS
+from turngym.trainers.demo import demo_setup
 
 KEYDOOR = "turngym/KeyDoor-v0"  # these probes study the KeyDoor demo setup (the earlier demo)
-FULL = SETUPS[KEYDOOR]
-SHARED = {**FULL["shared"], "env_id": KEYDOOR}
+FULL = demo_setup(KEYDOOR)
+SHARED = FULL["shared"]
 
 LABELS = {
     "action colour": lambda target, key: key == "red",

@@ -17,7 +17,7 @@ import numpy as np
 
 from turngym.trainers.archer import ArcherConfig, ArcherTrainer
 from turngym.trainers.bc import BCConfig, BCTrainer
-from turngym.trainers.demo import DEMO_ENV, SETUPS
+from turngym.trainers.demo import DEMO_ENV, SETUPS, demo_setup
 from turngym.trainers.grpo import GRPOConfig, GRPOTrainer
 from turngym.trainers.ppo import PPOConfig, PPOTrainer
 
@@ -46,15 +46,9 @@ def main() -> None:
     parser.add_argument("--env", default=DEMO_ENV, choices=sorted(SETUPS))
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="turngym-bench-")
-    setup = SETUPS[args.env]
+    setup = demo_setup(args.env)
     algos = algorithms(setup)
-    shared = {
-        **setup["shared"],
-        "env_id": args.env,
-        "runs_dir": root,
-        "tensorboard": False,
-        "eval_every": args.eval_every,
-    }
+    shared = {**setup["shared"], "runs_dir": root, "tensorboard": False, "eval_every": args.eval_every}
     steps: dict[str, list[float]] = {name: [] for name in algos}
     start = time.perf_counter()
     for seed in range(args.seeds):

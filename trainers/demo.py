@@ -92,6 +92,14 @@ QUICK = {  # a smoke-test budget: seconds, not results
 }
 
 
+def demo_setup(env_id: str) -> dict[str, dict[str, Any]]:
+    """The demo's config for `env_id` as keyword dicts: "shared" (with `env_id`), "bc" and "archer"."""
+    if env_id not in SETUPS:
+        raise ConfigError(f"the demo has no setup for {env_id!r}; choose one of {sorted(SETUPS)}")
+    setup = SETUPS[env_id]
+    return {**setup, "shared": {**setup["shared"], "env_id": env_id}}
+
+
 def run_demo(
     console: Console,
     env_id: str = DEMO_ENV,
@@ -108,15 +116,12 @@ def run_demo(
     from turngym.trainers.bc import BCConfig, BCTrainer
     from turngym.trainers.common import default_agent, evaluate_policy, plot_curves, seed_everything
 
-    if env_id not in SETUPS:
-        raise ConfigError(f"the demo has no setup for {env_id!r}; choose one of {sorted(SETUPS)}")
-    setup = SETUPS[env_id]
+    setup = demo_setup(env_id)
     start = time.perf_counter()
     root = Path(runs_dir) / "demo"
     shutil.rmtree(root, ignore_errors=True)
     shared = {
         **setup["shared"],
-        "env_id": env_id,
         **(QUICK["shared"] if quick else {}),
         "seed": seed,
         "runs_dir": str(root),
