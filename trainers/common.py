@@ -470,12 +470,32 @@ class Run:
         atomic_write_text(self.dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in kept))
         self._metrics = JsonlWriter(self.dir / "metrics.jsonl")
 
+    def truncate_trajectories(self, size: int | None) -> None:
+        """On resume: drop the episodes written after the checkpoint (they will be played again);
+        `size` is the file's length in bytes when the checkpoint was saved (None: keep it all)."""
+        if size is None:
+            return
+        path = self.trajectories.path
+        self.trajectories.close()
+        with open(path, "rb+") as f:
+            f.truncate(size)
+        self.trajectories = JsonlWriter(path)
+
     # checkpoints: one torch file per save, written atomically; the newest `keep_checkpoints` are kept
     def save_checkpoint(self, iteration: int, state: dict[str, Any]) -> Path:
         import torch
 
         buffer = io.BytesIO()
-        torch.save({"iteration": iteration, "global_rng": rng_state(), **state}, buffer)
+        trajectories_bytes = self.trajectories.path.stat().st_size  # records are unbuffered writes
+        torch.save(
+            {
+                "iteration": iteration,
+                "global_rng": rng_state(),
+                "trajectories_bytes": trajectories_bytes,
+                **state,
+            },
+            buffer,
+        )
         path = self.checkpoints / f"iter_{iteration:06d}.pt"
         atomic_write_bytes(path, buffer.getvalue())
         for old in sorted(self.checkpoints.glob("iter_*.pt"))[: -self.config.keep_checkpoints]:
@@ -789,6 +809,7 @@ def _train_loop(trainer: Any, resume: bool) -> list[dict[str, Any]]:
         clock.load_state_dict(state["clock"])
         start = state["iteration"]
         run.truncate_metrics(start)
+        run.truncate_trajectories(state.get("trajectories_bytes"))  # absent in older checkpoints
     if start == 0:
         run.log({**evaluate_policy(trainer.agent, config), **clock.charts(0)}, 0)
     history = []
