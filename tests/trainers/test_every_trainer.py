@@ -195,8 +195,8 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(algo, uniform_star
 
     def config(name):
         return direction_config(
-            algo, BANDIT, tmp_path, run_name=name, iterations=5, eval_every=1, save_every=2
-        )
+            algo, BANDIT, tmp_path, run_name=name, iterations=5, eval_every=1, save_every=2, batch_size=4
+        )  # several minibatches per pass: their order (the trainer's RNG) must be restored too
 
     straight = trainer_cls(config("straight"), agent=uniform_agent(config("straight"), uniform_start))
     straight.train()
