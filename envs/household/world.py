@@ -95,6 +95,16 @@ class World:
         return tuple(i for i, t in enumerate(self.recep_types) if kind and t == APPLIANCE[kind])
 
     @functools.cached_property
+    def location_numbers(self) -> tuple[int, ...]:
+        """Receptacle -> N of its place 'loc N', as ALFWorld before 0.4.0 named it on arrival. There
+        the numbers come from sorting mangled location ids (alfworld/agents/utils/misc.py, Demangler),
+        unrelated to the receptacle's own number; here a fixed shuffle per task (its own generator,
+        so the house generation draws nothing more)."""
+        numbers = list(range(1, len(self.recep_names) + 1))
+        random.Random(f"{self.task_id}|locations").shuffle(numbers)
+        return tuple(numbers)
+
+    @functools.cached_property
     def intro(self) -> str:
         def listing(receps: list[int]) -> str:
             return join_items([f"a {self.recep_names[r]}" for r in receps])
