@@ -180,6 +180,16 @@ def test_use_lamp_and_look_at_object_in_light():
     assert info["success"] and info["progress"] == 1.0
 
 
+def test_lamps_switch_only_in_the_task_that_needs_them():
+    env = _find("pick_and_place", lambda env: bool(env.world.lamps), rooms=2)
+    lamp = env.world.lamps[0]
+    name, home = env.world.obj_names[lamp], env.world.recep_names[env.where[lamp]]
+    _do(env, f"go to {home}")
+    assert f"use {name}" not in env.admissible_actions()
+    _do(env, f"use {name}", valid=False)
+    assert _do(env, f"examine {name}")[0] == f"There's nothing special about {name}."
+
+
 def test_slice_with_a_knife():
     def has_knife_and_fruit(env):
         types = env.world.obj_types
