@@ -97,6 +97,7 @@ def test_walls_are_found_past_unseen_cells_and_stop_at_the_first_object():
         "You see a red ball 2 steps right",  # the ball hides the wall behind it
     ]
     assert describe_view(_image({}, default="unseen")) == []  # nothing seen, nothing said
+    assert describe_view(_image({})) == []  # open floor all round: an empty observation, as the original
     assert describe_view(_image({}), ("blue", "ball")) == ["You carry a blue ball"]
 
 
