@@ -14,7 +14,10 @@ R = r_type * (attribute matches + option matches + 1[price <= limit]) / (goal at
 Fuzzy scores are thefuzz's `token_set_ratio` with its defaults (`force_ascii=True, full_process=True`):
 code points 128-255 dropped, then rapidfuzz's `default_process` (lower case, non-alphanumerics to spaces,
 trimmed), then rapidfuzz's `token_set_ratio`, rounded to an integer; thefuzz >= 0.20 is exactly this
-wrapper around rapidfuzz (tests/envs/test_webshop_reward.py checks it against thefuzz itself).
+wrapper around rapidfuzz (tests/envs/test_webshop_reward.py checks it against thefuzz itself). WebShop's
+requirements.txt pins thefuzz 0.19.0, which without python-Levenshtein scores with difflib: measured once
+on the built-in catalog, its raw scores differed on 7,308 of 24,964 attribute pairs and 966 of 18,225
+option pairs, but the > 85 decision the reward uses on none of them.
 
 The one deviation: WebShop tags title nouns with spaCy's `en_core_web_sm` (goal.py loads it; its
 setup.sh downloads `en_core_web_lg`). That model is not on PyPI, so `title_nouns` keeps the content words
