@@ -127,6 +127,14 @@ def test_synthetic_goals_from_webshop_data_compare_pairs():
     assert all(g.options_by_name and len(g.option_names) == len(g.options) for g in catalog.goals)
     human = load_webshop_data(FIXTURE)
     assert not any(g.options_by_name for g in human.goals)  # the fixture's human goals list values
+    env = WebShopEnv(data_dir=str(FIXTURE), human_goals=False)  # the expert's purchases still score 1
+    for index in range(len(env.catalog.goals)):
+        env.reset(options={"task_id": f"webshop-{index}"})
+        for _ in range(12):
+            _, reward, terminated, _, info = env.step(env.expert_action())
+            if terminated:
+                break
+        assert reward == 1.0 and info["purchase"]["num_option_matches"] == len(env.goal.options), env.goal
 
 
 def _catalog_strings() -> list[str]:
