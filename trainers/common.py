@@ -56,8 +56,10 @@ class TrainConfig:
     batch_size: int = 32
     """Transitions (or sequences) per gradient step."""
     grad_accum_steps: int = 1
-    """BC, PPO, GRPO: gradients of this many minibatches are summed (each scaled 1/N) per optimizer step;
-    each pass over the data ends with a step."""
+    """Gradients of this many minibatches of batch_size are summed (each scaled 1/N) per optimizer step:
+    the same step as one batch N times larger, in less memory. BC, PPO, GRPO: each pass over the data
+    ends with a step. ArCHer: each critic and actor step samples batch_size x N replayed turns (official
+    ArCHer: 8 x 32 = 256, `batch_size` and `grad_accum_steps` in its scripts/config/default.yaml)."""
     lr: float = 1e-3
     """Policy learning rate (AdamW; tiny models from scratch want ~1e-3, pretrained LMs ~1e-6..1e-5)."""
     weight_decay: float = 0.0
@@ -332,10 +334,13 @@ class Transition:
 
 
 def transitions(
-    trajectory: Trajectory, history_window: int | None = None, gamma: float = 1.0
+    trajectory: Trajectory,
+    history_window: int | None = None,
+    gamma: float = 1.0,
+    bootstrap_truncated: bool = True,
 ) -> list[Transition]:
-    """The trajectory's turns as transitions. The last turn is `done` only if the env terminated
-    the episode; a turn-limit cut bootstraps from s'."""
+    """The trajectory's turns as transitions. The last turn is `done` if the env terminated the
+    episode; a turn-limit cut bootstraps from s', or is `done` too if `bootstrap_truncated` is False."""
     observations, actions = trajectory.observations, trajectory.actions
     n = len(actions)
     returns = [0.0] * n
@@ -353,7 +358,7 @@ def transitions(
             next_state=build_conversation(
                 trajectory.instructions, observations[: i + 2], actions[: i + 1], history_window
             ),
-            done=bool(trajectory.terminated and i == n - 1),
+            done=i == n - 1 and (trajectory.terminated or (trajectory.truncated and not bootstrap_truncated)),
             trajectory_return=returns[i],
             action_tokens=trajectory.turns[i].action_tokens,
         )
