@@ -98,18 +98,18 @@ def _drop_partial_last_line(path: Path) -> None:
 
 
 def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Records of a JSONL file. A truncated last line (interrupted write) is skipped with a warning;
-    a corrupt line elsewhere is a `ValueError` naming the line."""
+    """Records of a JSONL file. A truncated last line (interrupted write, which may cut a UTF-8
+    character in two) is skipped with a warning; a corrupt line elsewhere is a `ValueError`
+    naming the line."""
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
+    lines = path.read_bytes().split(b"\n")  # bytes: a cut character must not fail the whole file
     last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            yield json.loads(line)
-        except json.JSONDecodeError as exc:
+            yield json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             if i == last:
                 warnings.warn(f"{path}:{i + 1}: skipping a truncated last line ({exc})", stacklevel=2)
                 return
