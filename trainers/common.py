@@ -220,7 +220,14 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequenc
     values: dict[str, Any] = {}
     if path is not None:
         yaml = require("yaml", "train", "config files")
-        values = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as exc:  # a parser error is many lines with a caret; one line says it
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ConfigError(
+                f"{path} is not valid YAML: {getattr(exc, 'problem', None) or exc}{where}"
+            ) from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
     return make_config(cls, values, overrides)
