@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 CHILD = Path(__file__).with_name("sandbox_child.py")
+TEMP_PREFIX = "turngym-sandbox-"  # then the owner's pid: a dir whose owner is dead is stale
 
 
 class SandboxUnavailableError(RuntimeError):
@@ -75,36 +77,50 @@ class SandboxResult:
         return "\n".join(parts)
 
 
-def run_python(code: str, limits: SandboxLimits = SandboxLimits()) -> SandboxResult:
+def run_python(
+    code: str, limits: SandboxLimits = SandboxLimits(), *, channel: socket.socket | None = None
+) -> SandboxResult:
     """Run `code` with the sandbox's Python (stdlib only) and return its exit status and output.
 
-    Raises `SandboxUnavailableError` where the sandbox cannot be built on this machine."""
-    base = Path(tempfile.mkdtemp(prefix="turngym-sandbox-"))
+    `channel` (optional) becomes the code's stdin, for a conversation with the caller while it runs
+    (see `judge.py`); this function closes the caller's copy once the sandbox holds its own.
+
+    Raises `SandboxUnavailableError` where the sandbox cannot be built (the message says why)."""
+    _remove_stale_dirs()
+    base = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-"))
     try:
         root = base / "root"  # an empty mount point: the child mounts its private tmpfs here
         root.mkdir()
+        (base / "main.py").write_text(code, encoding="utf-8", errors="replace")
         python = os.path.realpath(sys.executable)
         config = {
             "root": str(root),
+            "code_file": str(base / "main.py"),
             "python": python,
             "python_home": os.path.realpath(sys.base_prefix),
             "error_file": str(base / "setup_error"),  # only the launcher writes here, never the code
+            "parent_pid": os.getpid(),  # the launcher dies with this process (PR_SET_PDEATHSIG)
+            "keep_stdin": channel is not None,
             "limits": asdict(limits),
         }
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
         with open(base / "stdout", "wb+") as out, open(base / "stderr", "wb+") as err:
-            proc = subprocess.Popen(
-                [python, "-I", "-S", "-B", str(CHILD), json.dumps(config)],
-                stdin=subprocess.PIPE,
-                stdout=out,
-                stderr=err,
-                env=env,
-                cwd=base,
-                start_new_session=True,  # its own process group, killed as a whole on timeout
-            )
+            try:
+                proc = subprocess.Popen(
+                    [python, "-I", "-S", "-B", str(CHILD), json.dumps(config)],
+                    stdin=channel if channel is not None else subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    env=env,
+                    cwd=base,
+                    start_new_session=True,  # its own process group, killed as a whole on timeout
+                )
+            finally:
+                if channel is not None:
+                    channel.close()
             timed_out = False
             try:
-                proc.communicate(code.encode("utf-8", "replace"), timeout=limits.wall_seconds)
+                proc.wait(timeout=limits.wall_seconds)
             except subprocess.TimeoutExpired:
                 timed_out = True
                 os.killpg(proc.pid, signal.SIGKILL)  # the init dies, so the kernel kills its namespace
@@ -118,6 +134,26 @@ def run_python(code: str, limits: SandboxLimits = SandboxLimits()) -> SandboxRes
         return SandboxResult(exit_code, stdout, stderr, timed_out, cut_out or cut_err)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@functools.cache
+def _remove_stale_dirs() -> None:
+    """Once per process: delete the temp dirs of sandbox owners that died without cleaning up
+    (killed with SIGKILL mid-run). Their sandboxes died with them (PR_SET_PDEATHSIG)."""
+    for path in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*-*"):
+        owner = path.name[len(TEMP_PREFIX) :].split("-")[0]
+        if owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _read(file, limit: int) -> tuple[str, bool]:
@@ -134,10 +170,8 @@ def sandbox_problem() -> str | None:
         return f"the Python sandbox needs Linux namespaces; this is {sys.platform}"
     try:
         result = run_python("print(6 * 7)")
-    except SandboxUnavailableError as exc:
-        return (
-            f"the Python sandbox cannot be built here ({exc}); it needs root or unprivileged user namespaces"
-        )
+    except SandboxUnavailableError as exc:  # the launcher's message names the step and the cause
+        return f"the Python sandbox cannot be built here: {exc}"
     if result.stdout.strip() != "42":
         return f"the Python sandbox failed a trial run: {result.describe(SandboxLimits())[:200]}"
     return None

@@ -1,4 +1,8 @@
-"""The sandbox's launcher, run as `python -I -S sandbox_child.py CONFIG_JSON` with the code on stdin.
+"""The sandbox's launcher, run as `python -I -S sandbox_child.py CONFIG_JSON`; the code is in
+`config["code_file"]`, and stdin is either closed or the caller's channel to the code.
+
+The launcher dies with its parent (PR_SET_PDEATHSIG), the init with the launcher, and every process
+of the PID namespace with the init, so killing the owner of a sandbox (even with SIGKILL) ends it.
 
 Setup errors go to `config["error_file"]` through a close-on-exec descriptor, which the user's code
 never holds, so no code can pass itself off as a broken sandbox.
@@ -7,8 +11,9 @@ Stdlib only (it runs without site-packages). Steps: unshare the mount, network, 
 namespaces (plus a user namespace when not root); fork the namespace's init, which builds a fresh
 root (a tmpfs holding read-only binds of the Python install and the shared libraries, /dev/null,
 /dev/urandom, an empty writable /work and /tmp, the code as a read-only /main.py), pivots into it
-and detaches the host's root; the init forks the user process, which sets the rlimits, drops to uid/gid `nobody` (or, without root,
-into a nested unmapped user namespace), sets no_new_privs, loads a seccomp filter (libseccomp) and
+and detaches the host's root; the init forks the user process, which sets the rlimits, drops to a uid/gid of its own
+(`sandbox_uid`: RLIMIT_NPROC counts per uid host-wide, so sandboxes never share a budget; without
+root: into a nested unmapped user namespace), sets no_new_privs, loads a seccomp filter (libseccomp) and
 execs Python on the code.
 When the init exits (the user process ended or was killed) the kernel kills every process left in
 the PID namespace, so nothing the code started outlives the run.
@@ -32,8 +37,9 @@ MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 NOBODY = 65534
+UID_BASE = 1_000_000_000  # per-sandbox uid and gid: UID_BASE + the launcher's pid
 SETUP_FAILED = 125  # exit status when the sandbox could not be built (the error file says why)
-EPERM, ENOSYS, AF_UNIX = 1, 38, 1
+EPERM, EAGAIN, ENOSYS, AF_UNIX = 1, 11, 38, 1
 SCMP_ACT_ALLOW, SCMP_ACT_ERRNO = 0x7FFF0000, 0x00050000
 SCMP_CMP_NE, SCMP_CMP_MASKED_EQ = 1, 7
 CLONE_NEW_FLAGS = (
@@ -146,7 +152,20 @@ def bind(source: str, target: str, *, writable: bool = False) -> None:
     mount("none", target, None, flags)
 
 
-def build_root(root: str, disk_mb: int, python_home: str, as_root: bool) -> None:
+def sandbox_uid() -> int:
+    """A uid (and gid) that no other live sandbox uses: UID_BASE + the launcher's pid, so one
+    episode's fork bomb or orphans never use up another's RLIMIT_NPROC. Where this user namespace
+    maps no such id (a container with a small id range), nobody, whose budget all sandboxes share."""
+    uid = UID_BASE + os.getpid()
+    for name in ("uid_map", "gid_map"):
+        with open(f"/proc/self/{name}") as f:
+            extents = [tuple(map(int, line.split())) for line in f if line.strip()]
+        if not any(inside <= uid < inside + count for inside, _, count in extents):
+            return NOBODY
+    return uid
+
+
+def build_root(root: str, disk_mb: int, python_home: str, uid: int | None) -> None:
     """A fresh root at `root`: tmpfs + read-only binds; then pivot into it and drop the host's root."""
     mount("none", "/", None, MS_REC | MS_PRIVATE)  # our mounts never propagate to the host
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, f"size={disk_mb}m,mode=755")
@@ -163,8 +182,8 @@ def build_root(root: str, disk_mb: int, python_home: str, as_root: bool) -> None
     for path, mode in (("/work", 0o700), ("/tmp", 0o1777)):
         os.makedirs(inside(path))
         os.chmod(inside(path), mode)
-    if as_root:  # else /work already belongs to the caller, whom the user process stays
-        os.chown(inside("/work"), NOBODY, NOBODY)
+    if uid is not None:  # else /work already belongs to the caller, whom the user process stays
+        os.chown(inside("/work"), uid, uid)
     os.chdir(root)
     number = SYS_PIVOT_ROOT.get(platform.machine())
     if number is None:
@@ -187,22 +206,31 @@ def set_limits(limits: dict) -> None:
         resource.setrlimit(getattr(resource, name), (value, value))
 
 
-def run_user_code(config: dict, as_root: bool, seccomp: ctypes.CDLL) -> None:
+def run_user_code(config: dict, uid: int | None, seccomp: ctypes.CDLL) -> None:
     """In the init's child: limits, drop privileges, exec Python on the code. Never returns."""
-    null = os.open("/dev/null", os.O_RDONLY)
-    os.dup2(null, 0)
+    if not config["keep_stdin"]:
+        os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
     set_limits(config["limits"])
-    if as_root:
+    if uid is not None:
         os.setgroups([])
-        os.setgid(NOBODY)
-        os.setuid(NOBODY)  # real, effective and saved ids: every capability is gone for good
+        os.setgid(uid)
+        os.setuid(uid)  # real, effective and saved ids: every capability is gone for good
     else:
         check(libc.unshare(CLONE_NEWUSER), "unshare a nested user namespace")  # caps only in an empty ns
     check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
     install_seccomp(seccomp)
     os.chdir("/work")
     env = {"PATH": "/nonexistent", "HOME": "/work", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
-    os.execve(config["python"], [config["python"], "-I", "-S", "-B", "/main.py"], env)
+    try:
+        os.execve(config["python"], [config["python"], "-I", "-S", "-B", "/main.py"], env)
+    except OSError as exc:
+        if exc.errno != EAGAIN:
+            raise
+        raise OSError(
+            EAGAIN,
+            f"uid {os.getuid()} already runs {config['limits']['max_processes']} processes "
+            "(RLIMIT_NPROC counts per uid on the whole host), so this sandbox cannot start",
+        ) from None
 
 
 def report_setup_failure(error_fd: int, exc: BaseException) -> None:
@@ -221,17 +249,28 @@ def wait_for_exit(pid: int) -> int:
         return os.waitstatus_to_exitcode(status)
 
 
-def init(code: str, config: dict, as_root: bool, seccomp: ctypes.CDLL, error_fd: int) -> int:
+def die_with_parent(parent_pid: int | None) -> None:
+    """SIGKILL this process when its parent dies; exit now if the parent (`parent_pid`, where it is
+    visible from here) already has."""
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(SETUP_FAILED)
+
+
+def init(code: str, config: dict, uid: int | None, seccomp: ctypes.CDLL, error_fd: int) -> int:
     """PID 1 of the new namespace: build the root, run the user process, pass on its status."""
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # die with the launcher (wall-clock kill)
-    build_root(config["root"], config["limits"]["disk_mb"], config["python_home"], as_root)
+    # Die with the launcher, and so with the owner. The launcher is outside this PID namespace
+    # (getppid() says 0), so a launcher that died before this line goes unnoticed; the wall-clock
+    # kill reaches this process anyway, through the process group.
+    die_with_parent(None)
+    build_root(config["root"], config["limits"]["disk_mb"], config["python_home"], uid)
     with open("/main.py", "w", encoding="utf-8") as f:  # a file, not `-c`: no argument-size limit
         f.write(code)
     os.chmod("/main.py", 0o444)
     pid = os.fork()
     if pid == 0:
         try:
-            run_user_code(config, as_root, seccomp)
+            run_user_code(config, uid, seccomp)
         except BaseException as exc:  # never return into the init's code
             report_setup_failure(error_fd, exc)
     return wait_for_exit(pid)
@@ -239,24 +278,33 @@ def init(code: str, config: dict, as_root: bool, seccomp: ctypes.CDLL, error_fd:
 
 def main() -> None:
     config = json.loads(sys.argv[1])
-    code = sys.stdin.buffer.read().decode("utf-8", "replace")
+    die_with_parent(config["parent_pid"])  # the owner's death (even SIGKILL) ends the sandbox
+    with open(config["code_file"], encoding="utf-8", errors="replace") as f:
+        code = f.read()
     as_root = os.geteuid() == 0
     error_fd = os.open(config["error_file"], os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         seccomp = load_libseccomp()  # before the pivot: found through the host's library paths
+        uid = sandbox_uid() if as_root else None  # before the PID namespace: the host's pid
         flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
-        uid, gid = os.getuid(), os.getgid()
-        check(libc.unshare(flags | (0 if as_root else CLONE_NEWUSER)), "unshare namespaces")
+        caller_uid, caller_gid = os.getuid(), os.getgid()
+        if libc.unshare(flags | (0 if as_root else CLONE_NEWUSER)) != 0:
+            err = ctypes.get_errno()
+            raise OSError(
+                err, f"unshare namespaces: {os.strerror(err)} (needs root or unprivileged user namespaces)"
+            )
         if not as_root:  # become root inside the new user namespace, to be able to mount
-            for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+            maps = (("setgroups", "deny"), ("uid_map", f"0 {caller_uid} 1"), ("gid_map", f"0 {caller_gid} 1"))
+            for name, text in maps:
                 with open(f"/proc/self/{name}", "w") as f:
                     f.write(text)
+            die_with_parent(config["parent_pid"])  # a new user namespace may reset the signal
     except OSError as exc:
         report_setup_failure(error_fd, exc)
     pid = os.fork()
     if pid == 0:
         try:
-            status = init(code, config, as_root, seccomp, error_fd)
+            status = init(code, config, uid, seccomp, error_fd)
         except BaseException as exc:
             report_setup_failure(error_fd, exc)
         os._exit(status if status >= 0 else 128 - status)

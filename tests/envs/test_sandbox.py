@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from turngym.envs.tools.sandbox import SandboxLimits, run_python, sandbox_problem
+from turngym.envs.tools.sandbox_child import UID_BASE
 
 pytestmark = pytest.mark.skipif(sandbox_problem() is not None, reason=str(sandbox_problem()))
 
@@ -211,7 +215,9 @@ def test_privileges_are_gone():
     )
     result = run_python(code)
     lines = result.stdout.splitlines()
-    assert lines[0] in ("65534 65534 65534", f"{os.getuid()} {os.getuid()} {os.getgid()}")
+    uid, euid, gid = map(int, lines[0].split())
+    assert uid == euid == gid  # as root: a uid of the sandbox's own, else the caller's (in a user namespace)
+    assert uid >= UID_BASE if os.geteuid() == 0 else (uid, gid) == (os.getuid(), os.getgid())
     assert lines[1:4] == ["blocked 1", "blocked 1", "blocked 1"] and lines[4] == "-1"
     assert "FileNotFoundError" in result.stderr  # no /proc either
 
@@ -265,3 +271,85 @@ def _run_as_nobody(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=30, cwd=tmp_path,
     )  # fmt: skip
     assert result.stdout == "FileNotFoundError\n-1 1 65534\n", result.stderr[-500:]
+
+
+def _descendants(pid: int) -> list[int]:
+    """Host pids of every process below `pid`."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit():
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_killing_the_owner_kills_the_sandbox_and_its_temp_dir_is_removed_at_next_start():
+    owner_code = (
+        "import json\nfrom turngym.envs.tools.coding import PythonEnv\nfrom turngym.envs.tools.sandbox import SandboxLimits\n"
+        "env = PythonEnv(SandboxLimits(cpu_seconds=60, wall_seconds=60))\nenv.reset()\n"
+        "code = 'import os, time\\nif os.fork() == 0:\\n    os.setsid()\\ntime.sleep(60)'\n"
+        "env.step(json.dumps({'name': 'run_python', 'arguments': {'code': code}}))\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", owner_code], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        sandboxed = []
+        while len(sandboxed) < 2 and time.monotonic() < deadline:  # the program and its daemon
+            time.sleep(0.1)
+            sandboxed = [pid for pid in _descendants(owner.pid) if pid in _survivors()]
+        assert len(sandboxed) == 2, "the sandboxed program did not start"
+        tree = _descendants(owner.pid)
+        temp_dirs = list(Path(tempfile.gettempdir()).glob(f"turngym-sandbox-{owner.pid}-*"))
+    finally:
+        owner.kill()  # SIGKILL: no cleanup runs in the owner
+        owner.wait()
+    deadline = time.monotonic() + 3
+    while any(map(_running, tree)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [pid for pid in tree if _running(pid)]
+    for pid in left:  # clean up before failing
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+    assert left == [], f"{len(left)} sandbox processes outlived their owner"
+
+    assert len(temp_dirs) == 1 and temp_dirs[0].exists()  # left behind by the SIGKILL
+    subprocess.run(
+        [sys.executable, "-c", "from turngym.envs.tools.sandbox import run_python\nrun_python('pass')"],
+        check=True,
+    )
+    assert not temp_dirs[0].exists()  # a new process removed it
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: without it every sandbox runs as the caller")
+def test_a_fork_bomb_or_orphans_of_nobody_do_not_starve_other_sandboxes():
+    # Before, every sandbox ran as nobody and RLIMIT_NPROC counts per uid host-wide: 16 sleeping
+    # processes of nobody, or one episode's fork bomb, made every other sandbox fail to start.
+    sleepers = [
+        subprocess.Popen(["sleep", "30"], user=65534, group=65534, extra_groups=[]) for _ in range(17)
+    ]
+    try:
+        bomb = threading.Thread(target=run_python, args=("import os\nwhile True:\n    os.fork()", FAST))
+        bomb.start()
+        time.sleep(0.5)  # the bomb holds its process budget now
+        results = [run_python("print(6 * 7)") for _ in range(3)]
+        bomb.join()
+    finally:
+        for sleeper in sleepers:
+            sleeper.kill()
+            sleeper.wait()
+    assert [r.stdout for r in results] == ["42\n"] * 3
+    _assert_no_survivors()
