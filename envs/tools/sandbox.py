@@ -86,8 +86,13 @@ def run_python(
     (see `judge.py`); this function closes the caller's copy once the sandbox holds its own.
 
     Raises `SandboxUnavailableError` where the sandbox cannot be built (the message says why)."""
-    _remove_stale_dirs()
-    base = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-"))
+    try:
+        _remove_stale_dirs()
+        base = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-"))
+    except BaseException:
+        if channel is not None:
+            channel.close()
+        raise
     try:
         root = base / "root"  # an empty mount point: the child mounts its private tmpfs here
         root.mkdir()
