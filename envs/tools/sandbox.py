@@ -1,10 +1,15 @@
-"""Run untrusted Python in a sandbox: own namespaces, a private read-only root, no network, rlimits,
-a wall-clock kill. See the README ("What the Python sandbox protects") for exactly what it stops."""
+"""Run untrusted Python in a sandbox built by bubblewrap (`bwrap`): own namespaces, a private
+read-only root, no network, a seccomp filter, rlimits, a uid of its own, a wall-clock kill. See the
+README ("What the Python sandbox protects") for exactly what it stops.
+
+One call runs `setpriv --pdeathsig KILL` (the sandbox dies with the calling thread) -> `prlimit`
+(the rlimits) -> `bwrap` (namespaces, root, seccomp) -> as root, `setpriv` to the sandbox's uid ->
+`python -I -S -B /main.py`. Needs `bwrap` (Debian/Ubuntu: `apt-get install bubblewrap`),
+util-linux's `setpriv` and `prlimit`, and libseccomp."""
 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import shutil
 import signal
@@ -12,15 +17,22 @@ import socket
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
-CHILD = Path(__file__).with_name("sandbox_child.py")
+from turngym.envs.tools.seccomp_filter import bpf_program
+
 TEMP_PREFIX = "turngym-sandbox-"  # then the owner's pid: a dir whose owner is dead is stale
+NOBODY = 65534
+UID_BASE = 1_000_000_000  # per-sandbox uid and gid: UID_BASE + the calling thread's id
+TOOLS = {"bwrap": "bubblewrap", "setpriv": "util-linux", "prlimit": "util-linux"}
+LIBRARY_DIRS = ("/lib", "/lib64", "/usr/lib", "/usr/lib64")
+DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom")
 
 
 class SandboxUnavailableError(RuntimeError):
-    """This machine cannot build the sandbox (no namespaces, not Linux, ...)."""
+    """This machine cannot build the sandbox (no bwrap, no namespaces, not Linux, ...)."""
 
 
 @dataclass(frozen=True)
@@ -87,40 +99,42 @@ def run_python(
 
     Raises `SandboxUnavailableError` where the sandbox cannot be built (the message says why)."""
     try:
+        tools = _tools()
+        program = bpf_program()
         _remove_stale_dirs()
         base = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-"))
-    except BaseException:
+    except BaseException as exc:
         if channel is not None:
             channel.close()
+        if isinstance(exc, OSError):
+            raise SandboxUnavailableError(f"the seccomp filter cannot be built: {exc}") from None
         raise
     try:
-        root = base / "root"  # an empty mount point: the child mounts its private tmpfs here
-        root.mkdir()
-        (base / "main.py").write_text(code, encoding="utf-8", errors="replace")
-        python = os.path.realpath(sys.executable)
-        config = {
-            "root": str(root),
-            "code_file": str(base / "main.py"),
-            "python": python,
-            "python_home": os.path.realpath(sys.base_prefix),
-            "error_file": str(base / "setup_error"),  # only the launcher writes here, never the code
-            "parent_pid": os.getpid(),  # the launcher dies with this process (PR_SET_PDEATHSIG)
-            "keep_stdin": channel is not None,
-            "limits": asdict(limits),
-        }
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-        with open(base / "stdout", "wb+") as out, open(base / "stderr", "wb+") as err:
+        main = base / "main.py"
+        main.write_text(code, encoding="utf-8", errors="replace")
+        main.chmod(0o444)
+        filter_read, filter_write = os.pipe()
+        os.write(filter_write, program)  # under 64 KiB: fits in the pipe
+        os.close(filter_write)
+        with (
+            open(base / "stdout", "wb+") as out,
+            open(base / "stderr", "wb+") as err,
+            open(base / "status", "wb+") as status,
+        ):
             try:
+                command = _command(tools, main, limits, filter_read, status.fileno())
                 proc = subprocess.Popen(
-                    [python, "-I", "-S", "-B", str(CHILD), json.dumps(config)],
+                    command,
                     stdin=channel if channel is not None else subprocess.DEVNULL,
                     stdout=out,
                     stderr=err,
-                    env=env,
+                    env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
                     cwd=base,
+                    pass_fds=(filter_read, status.fileno()),
                     start_new_session=True,  # its own process group, killed as a whole on timeout
                 )
             finally:
+                os.close(filter_read)
                 if channel is not None:
                     channel.close()
             timed_out = False
@@ -128,17 +142,125 @@ def run_python(
                 proc.wait(timeout=limits.wall_seconds)
             except subprocess.TimeoutExpired:
                 timed_out = True
-                os.killpg(proc.pid, signal.SIGKILL)  # the init dies, so the kernel kills its namespace
+                os.killpg(proc.pid, signal.SIGKILL)  # bwrap's init dies with it, and so its namespace
                 proc.wait()
+            status.seek(0)
+            started = b'"child-pid"' in status.read()
             stdout, cut_out = _read(out, limits.output_chars)
             stderr, cut_err = _read(err, limits.output_chars)
-        setup_error = (base / "setup_error").read_text() if (base / "setup_error").exists() else ""
-        if setup_error:
-            raise SandboxUnavailableError(setup_error.strip())
+        if not started and not timed_out:  # bwrap failed before the code ran: the output is its own
+            raise SandboxUnavailableError(f"bwrap could not build the sandbox: {stderr.strip()[-500:]}")
         exit_code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
         return SandboxResult(exit_code, stdout, stderr, timed_out, cut_out or cut_err)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _tools() -> dict[str, str]:
+    """Each helper program's path; raises `SandboxUnavailableError` naming the missing ones."""
+    found = {name: shutil.which(name, path="/usr/bin:/bin:/usr/sbin:/sbin") for name in TOOLS}
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        packages = sorted({TOOLS[name] for name in missing})
+        raise SandboxUnavailableError(
+            f"{', '.join(missing)} not found: install {' and '.join(packages)} "
+            f"(Debian/Ubuntu: apt-get install {' '.join(packages)})"
+        )
+    return found
+
+
+def sandbox_uid() -> int:
+    """A uid (and gid) that no other live sandbox uses: UID_BASE + the calling thread's id (a sandbox
+    dies with its thread), so one episode's fork bomb or orphans never use up another's
+    RLIMIT_NPROC. Where this user namespace maps no such id (a container with a small id range),
+    nobody, whose budget all sandboxes share."""
+    uid = UID_BASE + threading.get_native_id()
+    for name in ("uid_map", "gid_map"):
+        text = Path(f"/proc/self/{name}").read_text()
+        extents = [tuple(map(int, line.split())) for line in text.splitlines() if line.strip()]
+        if not any(inside <= uid < inside + count for inside, _, count in extents):
+            return NOBODY
+    return uid
+
+
+def _command(
+    tools: dict[str, str], main: Path, limits: SandboxLimits, filter_fd: int, status_fd: int
+) -> list[str]:
+    python, home = os.path.realpath(sys.executable), os.path.realpath(sys.base_prefix)
+    mb = 1 << 20
+    command = [tools["setpriv"], "--pdeathsig", "KILL", "--"]  # dies with the calling thread
+    command += [
+        tools["prlimit"],
+        f"--cpu={limits.cpu_seconds}",  # soft = hard: the kernel sends SIGKILL at the limit
+        f"--as={limits.memory_mb * mb}",
+        f"--nproc={limits.max_processes}",  # counted for the sandbox's uid (root is exempt)
+        f"--fsize={limits.file_size_mb * mb}",  # also caps the captured stdout/stderr
+        f"--nofile={limits.open_files}",
+        "--core=0",
+        "--",
+    ]
+    command += [tools["bwrap"], "--die-with-parent", "--new-session"]
+    as_root = os.geteuid() == 0
+    if as_root:  # no user namespace: the code gets a real uid of its own below
+        command += [
+            "--unshare-ipc",
+            "--unshare-pid",
+            "--unshare-net",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+        ]
+        command += ["--cap-add", "CAP_SETUID,CAP_SETGID"]  # for the inner setpriv only
+    else:  # the code stays the caller, in a user namespace (and seccomp forbids nesting one)
+        command += ["--unshare-all", "--unshare-user", "--disable-userns"]
+    command += ["--tmpfs", "/"]
+    made = set()
+
+    def parents(path: str) -> list[str]:  # bwrap would copy their modes (/root is 0700) or use 0700
+        new = [str(p) for p in reversed(Path(path).parents) if str(p) != "/" and str(p) not in made]
+        made.update(new)
+        return [arg for parent in new for arg in ("--perms", "0755", "--dir", parent)]
+
+    command += [*parents(home), "--ro-bind", home, home]  # the interpreter, stdlib, libpython: same path
+    for lib in LIBRARY_DIRS:  # the shared libraries and ld.so
+        if os.path.islink(lib):
+            command += [*parents(lib), "--symlink", os.readlink(lib), lib]
+        elif os.path.isdir(lib):
+            command += [*parents(lib), "--ro-bind", lib, lib]
+    command += ["--perms", "0755", "--dir", "/dev"]
+    for device in DEVICES:
+        command += ["--dev-bind", device, device]
+    disk = str(limits.disk_mb * mb)
+    command += [
+        "--size",
+        disk,
+        "--perms",
+        "0777",
+        "--tmpfs",
+        "/work",
+        "--size",
+        disk,
+        "--perms",
+        "1777",
+        "--tmpfs",
+        "/tmp",
+    ]
+    command += ["--ro-bind", str(main), "/main.py", "--chdir", "/work", "--clearenv"]
+    for name, value in (("PATH", "/nonexistent"), ("HOME", "/work"), ("TMPDIR", "/tmp"), ("LANG", "C.UTF-8")):
+        command += ["--setenv", name, value]
+    command += ["--seccomp", str(filter_fd), "--json-status-fd", str(status_fd)]
+    if as_root:
+        uid = str(sandbox_uid())
+        command += [*parents("/usr/bin/setpriv"), "--ro-bind", tools["setpriv"], "/usr/bin/setpriv"]
+        command += ["/usr/bin/setpriv"]
+        command += [
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ]
+        command += ["--no-new-privs", "--"]
+    return [*command, python, "-I", "-S", "-B", "/main.py"]
 
 
 @functools.cache

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from turngym.envs.tools.sandbox import SandboxLimits, run_python
-from turngym.envs.tools.sandbox_child import UID_BASE
+from turngym.envs.tools.sandbox import UID_BASE, SandboxLimits, run_python
 
 pytestmark = pytest.mark.sandbox  # skips where the sandbox cannot start; fails instead in CI
 
@@ -24,13 +23,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _survivors() -> list[int]:
-    """Host pids of sandboxed processes still alive: their command line is `python -I -S -B .../main.py`,
-    whatever user they run as (the tests run sandboxes one at a time, so any is left over)."""
+    """Host pids of sandboxed processes still alive: their command line is `python -I -S -B /main.py`,
+    whatever user they run as (the tests run sandboxes one at a time, so any is left over); bwrap's
+    own command line ends the same way, but starts with bwrap."""
     pids = []
     for entry in Path("/proc").iterdir():
         try:
             cmdline = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
-            if b"\x00-I\x00-S\x00-B\x00" in cmdline and cmdline.endswith(b"/main.py\x00"):
+            program = os.path.basename(cmdline.split(b"\x00")[0])
+            if program.startswith(b"python") and cmdline.endswith(b"\x00-I\x00-S\x00-B\x00/main.py\x00"):
                 pids.append(int(entry.name))
         except OSError:
             continue
@@ -181,8 +182,8 @@ def test_shell_and_programs_are_unavailable():
 
 
 def test_code_cannot_pose_as_a_broken_sandbox():
-    result = run_python("import sys\nsys.stderr.write('sandbox setup failed: fake\\n')\nsys.exit(125)")
-    assert result.exit_code == 125 and result.stderr == "sandbox setup failed: fake\n"  # no exception
+    result = run_python("import sys\nsys.stderr.write('bwrap: setup failed: fake\\n')\nsys.exit(1)")
+    assert result.exit_code == 1 and result.stderr == "bwrap: setup failed: fake\n"  # no exception
 
 
 def test_a_process_that_stops_itself_is_killed_not_waited_for():
@@ -201,7 +202,7 @@ def test_big_programs_run_and_errors_point_at_main_py():
 def test_environment_is_scrubbed(monkeypatch):
     monkeypatch.setenv("TURNGYM_TEST_SECRET", "hunter2")
     result = run_python("import os\nprint(sorted(os.environ))")
-    assert result.stdout == "['HOME', 'LANG', 'PATH', 'TMPDIR']\n"
+    assert result.stdout == "['HOME', 'LANG', 'PATH', 'PWD', 'TMPDIR']\n"  # bwrap always sets PWD (/work)
 
 
 def test_privileges_are_gone():
@@ -257,8 +258,11 @@ def test_without_root_the_sandbox_uses_a_user_namespace():
 
 
 def _run_as_nobody(tmp_path: Path) -> None:
-    for name in ("sandbox.py", "sandbox_child.py"):
-        (tmp_path / name).write_text((ROOT / "envs" / "tools" / name).read_text())
+    for name in ("sandbox.py", "seccomp_filter.py"):  # stdlib only, once their import is local
+        text = (ROOT / "envs" / "tools" / name).read_text()
+        (tmp_path / name).write_text(
+            text.replace("from turngym.envs.tools.seccomp_filter", "from seccomp_filter")
+        )
     tmp_path.chmod(0o755)
     script = (
         "import sys\nsys.path.insert(0, sys.argv[1])\nfrom sandbox import run_python\n"

@@ -1,5 +1,6 @@
 """The `sandbox` marker's rule: a sandbox that cannot start skips its tests locally (with the reason)
-and fails them in CI (`CI=true`), so a broken sandbox cannot turn the escape suite into skips."""
+and fails them in CI (`CI=true`), so a broken sandbox cannot turn the escape suite into skips; and
+a missing bwrap is named with the package to install. None of these needs a working sandbox."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from conftest import pytest_runtest_setup
 
 from turngym.envs.tools import sandbox
+from turngym.envs.tools.sandbox import SandboxUnavailableError, run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKEN = "unshare namespaces: Operation not permitted (test)"
@@ -49,3 +51,10 @@ def test_outside_ci_it_skips_with_the_reason_and_unmarked_tests_never_look(monke
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI=true"):
         pytest_runtest_setup(_Item(marked=True))
+
+
+def test_a_missing_helper_program_is_named_with_the_package_to_install(monkeypatch):
+    monkeypatch.setattr(sandbox, "TOOLS", {**sandbox.TOOLS, "bwrap-not-installed": "bubblewrap"})
+    expected = "bwrap-not-installed not found: install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap)"
+    with pytest.raises(SandboxUnavailableError, match=re.escape(expected)):
+        run_python("print(1)")
