@@ -21,20 +21,43 @@ from turngym.envs.tools.sandbox import SandboxLimits, run_python
 
 MAX_REPLY_BYTES = 1 << 20  # a return value's repr past this is a failed call
 
-# Runs in the sandbox: untrusted like the code it hosts, so nothing here needs to be tamper-proof.
+# Runs in the sandbox after `_SOLUTION = ...` and `_NAME = ...`: untrusted like the code it hosts,
+# so nothing here needs to be tamper-proof. The solution runs as a real module (dataclasses and
+# pickle look their module up); a return value that subclasses a literal type (Counter,
+# defaultdict, a namedtuple, an IntEnum) is sent as that type, which it equals in Python too.
 _SERVER = """\
-import ast, os, socket
+import ast, os, socket, sys, types
 _channel = socket.socket(fileno=os.dup(0))
 os.dup2(os.open("/dev/null", os.O_RDONLY), 0)  # the code's stdin is empty, as in any run
 _stream = _channel.makefile("rwb")
-_namespace = {{"__name__": "__solution__"}}
-exec(compile({solution!r}, "<solution>", "exec"), _namespace)
+_module = sys.modules["__solution__"] = types.ModuleType("__solution__")
+exec(compile(_SOLUTION, "<solution>", "exec"), _module.__dict__)
+
+
+def _plain(value, depth=0):
+    if depth > 50 or type(value) in (bool, int, float, complex, str, bytes, type(None)):
+        return value
+    if isinstance(value, dict):
+        return {_plain(k, depth + 1): _plain(v, depth + 1) for k, v in value.items()}
+    for base in (list, tuple, set, frozenset):
+        if isinstance(value, base):
+            items = [_plain(item, depth + 1) for item in value]
+            try:
+                return set(items) if base is frozenset else base(items)  # equal in Python, and a literal
+            except TypeError:
+                return value
+    for base in (bool, int, float, str, bytes):
+        if isinstance(value, base):
+            return base(value)
+    return value
+
+
 for _line in _stream:
     _args, _kwargs = ast.literal_eval(_line.decode())
     try:
-        _reply = repr(("ok", _namespace[{name!r}](*_args, **_kwargs)))
+        _reply = repr(("ok", _plain(getattr(_module, _NAME)(*_args, **_kwargs))))
     except Exception as _exc:
-        _reply = repr(("error", f"{{type(_exc).__name__}}: {{_exc}}"))
+        _reply = repr(("error", f"{type(_exc).__name__}: {_exc}"))
     _stream.write(_reply.encode("utf-8", "replace") + b"\\n")
     _stream.flush()
 """
@@ -76,7 +99,7 @@ def passes_hidden_tests(solution: str, function_name: str, tests: str, limits: S
     `tests` (trusted code) runs in this process; `solution` runs in the sandbox. Raises
     `SandboxUnavailableError` when the sandbox cannot start."""
     host_end, sandbox_end = socket.socketpair()
-    server = _SERVER.format(solution=solution, name=function_name)
+    server = f"_SOLUTION = {solution!r}\n_NAME = {function_name!r}\n{_SERVER}"
     with host_end, ThreadPoolExecutor(max_workers=1) as pool:
         run = pool.submit(run_python, server, limits, channel=sandbox_end)
         function = _RemoteFunction(host_end, time.monotonic() + limits.wall_seconds)

@@ -102,6 +102,25 @@ def test_honest_solutions_that_print_read_stdin_or_exit_early_still_pass(env):
     assert not env.check(f"{solution}\nraise SystemExit(3)")  # the module itself fails: nothing is served
 
 
+def test_values_that_equal_the_expected_ones_in_python_pass(env):
+    # A Counter equals a dict, a namedtuple a tuple: they pass as they would in-process. Classes
+    # and dataclasses work (the solution is a real module).
+    env.reset(options={"task_id": "python-002-word_count"})
+    counter = "import collections, re\ndef word_count(text):\n    return collections.Counter(re.findall('[a-z]+', text.lower()))\n"
+    assert env.check(counter)
+    dataclass = (
+        "import dataclasses, re\n@dataclasses.dataclass\nclass Counts:\n    words: dict\n"
+        "def word_count(text):\n    counts = Counts({})\n"
+        "    for w in re.findall('[a-z]+', text.lower()):\n        counts.words[w] = counts.words.get(w, 0) + 1\n"
+        "    return counts.words\n"
+    )
+    assert env.check(dataclass)
+    env.reset(options={"task_id": "python-008-merge_intervals"})
+    assert not env.check(
+        "def merge_intervals(intervals):\n    return tuple(map(tuple, intervals))\n"
+    )  # unequal
+
+
 def test_a_sandbox_that_cannot_start_is_an_observation_not_an_exception(env, monkeypatch):
     def unavailable(code, limits, channel=None):
         if channel is not None:
