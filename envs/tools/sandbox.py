@@ -100,14 +100,15 @@ def run_python(
     Raises `SandboxUnavailableError` where the sandbox cannot be built (the message says why)."""
     try:
         tools = _tools()
-        program = bpf_program()
+        try:
+            program = bpf_program()
+        except OSError as exc:  # no libseccomp
+            raise SandboxUnavailableError(f"the seccomp filter cannot be built: {exc}") from None
         _remove_stale_dirs()
         base = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-"))
-    except BaseException as exc:
-        if channel is not None:
+    except BaseException:
+        if channel is not None:  # the caller waits for the end of the channel
             channel.close()
-        if isinstance(exc, OSError):
-            raise SandboxUnavailableError(f"the seccomp filter cannot be built: {exc}") from None
         raise
     try:
         main = base / "main.py"
@@ -201,21 +202,16 @@ def _command(
     ]
     command += [tools["bwrap"], "--die-with-parent", "--new-session"]
     as_root = os.geteuid() == 0
-    if as_root:  # no user namespace: the code gets a real uid of its own below
-        command += [
-            "--unshare-ipc",
-            "--unshare-pid",
-            "--unshare-net",
-            "--unshare-uts",
-            "--unshare-cgroup-try",
-        ]
-        command += ["--cap-add", "CAP_SETUID,CAP_SETGID"]  # for the inner setpriv only
+    if as_root:  # no user namespace: the code gets a real uid of its own (setpriv, below)
+        command += [f"--unshare-{name}" for name in ("ipc", "pid", "net", "uts", "cgroup-try")]
+        command += ["--cap-add", "CAP_SETUID,CAP_SETGID"]  # for that setpriv only
     else:  # the code stays the caller, in a user namespace (and seccomp forbids nesting one)
         command += ["--unshare-all", "--unshare-user", "--disable-userns"]
     command += ["--tmpfs", "/"]
-    made = set()
+    made: set[str] = set()
 
-    def parents(path: str) -> list[str]:  # bwrap would copy their modes (/root is 0700) or use 0700
+    def parents(path: str) -> list[str]:
+        """Make `path`'s parents 0755 first: bwrap would copy the host's modes (/root is 0700)."""
         new = [str(p) for p in reversed(Path(path).parents) if str(p) != "/" and str(p) not in made]
         made.update(new)
         return [arg for parent in new for arg in ("--perms", "0755", "--dir", parent)]
@@ -229,37 +225,17 @@ def _command(
     command += ["--perms", "0755", "--dir", "/dev"]
     for device in DEVICES:
         command += ["--dev-bind", device, device]
-    disk = str(limits.disk_mb * mb)
-    command += [
-        "--size",
-        disk,
-        "--perms",
-        "0777",
-        "--tmpfs",
-        "/work",
-        "--size",
-        disk,
-        "--perms",
-        "1777",
-        "--tmpfs",
-        "/tmp",
-    ]
+    for path, mode in (("/work", "0777"), ("/tmp", "1777")):  # the only writable places
+        command += ["--size", str(limits.disk_mb * mb), "--perms", mode, "--tmpfs", path]
     command += ["--ro-bind", str(main), "/main.py", "--chdir", "/work", "--clearenv"]
     for name, value in (("PATH", "/nonexistent"), ("HOME", "/work"), ("TMPDIR", "/tmp"), ("LANG", "C.UTF-8")):
         command += ["--setenv", name, value]
     command += ["--seccomp", str(filter_fd), "--json-status-fd", str(status_fd)]
-    if as_root:
-        uid = str(sandbox_uid())
+    if as_root:  # setpriv is the one program in the root; without capabilities it can do nothing
+        uid = sandbox_uid()
         command += [*parents("/usr/bin/setpriv"), "--ro-bind", tools["setpriv"], "/usr/bin/setpriv"]
-        command += ["/usr/bin/setpriv"]
-        command += [
-            f"--reuid={uid}",
-            f"--regid={uid}",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-        ]
-        command += ["--no-new-privs", "--"]
+        command += ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+        command += ["--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
     return [*command, python, "-I", "-S", "-B", "/main.py"]
 
 
