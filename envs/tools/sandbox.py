@@ -2,9 +2,9 @@
 read-only root, no network, a seccomp filter, rlimits, a uid of its own, a wall-clock kill. See the
 README ("What the Python sandbox protects") for exactly what it stops.
 
-One call runs `setpriv --pdeathsig KILL` (the sandbox dies with the calling thread) -> `prlimit`
-(the rlimits) -> `bwrap` (namespaces, root, seccomp) -> as root, `setpriv` to the sandbox's uid ->
-`python -I -S -B /main.py`. Needs `bwrap` (Debian/Ubuntu: `apt-get install bubblewrap`),
+One call runs `setpriv --pdeathsig KILL` (the sandbox dies with the calling thread) -> `bwrap`
+(namespaces, root, seccomp) -> as root, `setpriv` to the sandbox's uid -> `prlimit` (the rlimits)
+-> `python -I -S -B /main.py`. Needs `bwrap` (Debian/Ubuntu: `apt-get install bubblewrap`),
 util-linux's `setpriv` and `prlimit`, and libseccomp."""
 
 from __future__ import annotations
@@ -190,16 +190,6 @@ def _command(
     python, home = os.path.realpath(sys.executable), os.path.realpath(sys.base_prefix)
     mb = 1 << 20
     command = [tools["setpriv"], "--pdeathsig", "KILL", "--"]  # dies with the calling thread
-    command += [
-        tools["prlimit"],
-        f"--cpu={limits.cpu_seconds}",  # soft = hard: the kernel sends SIGKILL at the limit
-        f"--as={limits.memory_mb * mb}",
-        f"--nproc={limits.max_processes}",  # counted for the sandbox's uid (root is exempt)
-        f"--fsize={limits.file_size_mb * mb}",  # also caps the captured stdout/stderr
-        f"--nofile={limits.open_files}",
-        "--core=0",
-        "--",
-    ]
     command += [tools["bwrap"], "--die-with-parent", "--new-session"]
     as_root = os.geteuid() == 0
     if as_root:  # no user namespace: the code gets a real uid of its own (setpriv, below)
@@ -231,11 +221,25 @@ def _command(
     for name, value in (("PATH", "/nonexistent"), ("HOME", "/work"), ("TMPDIR", "/tmp"), ("LANG", "C.UTF-8")):
         command += ["--setenv", name, value]
     command += ["--seccomp", str(filter_fd), "--json-status-fd", str(status_fd)]
-    if as_root:  # setpriv is the one program in the root; without capabilities it can do nothing
+    # setpriv and prlimit are the only programs in the root; without capabilities they can do nothing.
+    for name in ("setpriv", "prlimit"):
+        command += [*parents(f"/usr/bin/{name}"), "--ro-bind", tools[name], f"/usr/bin/{name}"]
+    if as_root:
         uid = sandbox_uid()
-        command += [*parents("/usr/bin/setpriv"), "--ro-bind", tools["setpriv"], "/usr/bin/setpriv"]
         command += ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
         command += ["--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+    # The rlimits, set inside: RLIMIT_NPROC then counts the processes of this sandbox's uid in its
+    # own user namespace (set outside, without root, it would count all of the caller's processes).
+    command += [
+        "/usr/bin/prlimit",
+        f"--cpu={limits.cpu_seconds}",  # soft = hard: the kernel sends SIGKILL at the limit
+        f"--as={limits.memory_mb * mb}",
+        f"--nproc={limits.max_processes}",
+        f"--fsize={limits.file_size_mb * mb}",  # also caps the captured stdout/stderr
+        f"--nofile={limits.open_files}",
+        "--core=0",
+        "--",
+    ]
     return [*command, python, "-I", "-S", "-B", "/main.py"]
 
 

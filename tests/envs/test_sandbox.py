@@ -114,6 +114,12 @@ def test_sockets_cannot_reach_the_host_or_the_network():
     assert "CONNECTED" not in result.stdout and result.stdout.count("blocked") == 3
 
 
+FORKS = (  # prints how many of 100 forks succeed (the children sleep, so all count at once)
+    "import os, time\nn = 0\ntry:\n    for _ in range(100):\n        if os.fork() == 0:\n"
+    "            time.sleep(1)\n            os._exit(0)\n        n += 1\nexcept OSError:\n    pass\nprint(n)\n"
+)
+
+
 def test_fork_bomb_is_contained_and_leaves_nothing_behind():
     start = time.monotonic()
     result = run_python("import os\nwhile True:\n    os.fork()", FAST)
@@ -253,8 +259,17 @@ SYSTEM_PYTHON = Path("/usr/bin/python3")
 def test_without_root_the_sandbox_uses_a_user_namespace():
     # sandbox.py is stdlib only, so nobody can run it with the system Python from a readable copy
     # (in a directory nobody can reach: pytest's tmp_path sits under a root-only directory).
-    with tempfile.TemporaryDirectory() as directory:
-        _run_as_nobody(Path(directory))
+    # nobody already runs 20 processes: RLIMIT_NPROC must count only the sandbox's own.
+    sleepers = [
+        subprocess.Popen(["sleep", "30"], user=65534, group=65534, extra_groups=[]) for _ in range(20)
+    ]
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            _run_as_nobody(Path(directory))
+    finally:
+        for sleeper in sleepers:
+            sleeper.kill()
+            sleeper.wait()
 
 
 def _run_as_nobody(tmp_path: Path) -> None:
@@ -269,12 +284,15 @@ def _run_as_nobody(tmp_path: Path) -> None:
         "code = (\"import os, ctypes\\ntry:\\n    open('/etc/passwd')\\nexcept OSError as exc:\\n    print(type(exc).__name__)\\n\"\n"
         '        "print(ctypes.CDLL(None, use_errno=True).unshare(0x10000000), ctypes.get_errno(), os.getuid())")\n'
         "print(run_python(code).stdout, end='')\n"
+        f"print(run_python({FORKS!r}).stdout, end='')\n"
     )
     result = subprocess.run(
         ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(SYSTEM_PYTHON), "-c", script, str(tmp_path)],
         capture_output=True, text=True, timeout=30, cwd=tmp_path,
     )  # fmt: skip
-    assert result.stdout == "FileNotFoundError\n-1 1 65534\n", result.stderr[-500:]
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["FileNotFoundError", "-1 1 65534"], result.stderr[-500:]
+    assert 0 < int(lines[2]) < 16  # forks before RLIMIT_NPROC stopped the bomb
 
 
 def _descendants(pid: int) -> list[int]:
