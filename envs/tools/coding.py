@@ -142,8 +142,8 @@ class PythonEnv(ToolEnv):
     from the sandbox to the hidden tests, which run outside it (`judge.py`): the code can neither
     read them nor forge their verdict.
 
-    Needs Linux with root or unprivileged user namespaces; elsewhere the constructor raises
-    `SandboxUnavailableError` saying why."""
+    Needs Linux with root or unprivileged user namespaces and bubblewrap (`bwrap`); elsewhere the
+    constructor raises `SandboxUnavailableError` saying why."""
 
     description = (
         "Write the Python function the task asks for. `run_python` runs code in a sandbox (Python "
