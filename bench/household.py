@@ -1,4 +1,7 @@
-"""Household-v0 speed: env steps per second on one core (raw env, and through `turngym.make`'s wrappers)."""
+"""Household-v0 speed: env steps per second on one core (raw env, and through `turngym.make`'s wrappers),
+then expert and random success on 300 test-split tasks of each variant (the README's figures).
+
+Run: python bench/household.py"""
 
 from __future__ import annotations
 
@@ -6,11 +9,14 @@ import random
 import time
 
 import turngym
+from turngym.agents import ExpertAgent, RandomAgent
 from turngym.envs.household.env import HouseholdEnv
 from turngym.envs.household.world import make_world
 
 STEPS = 20_000
 MAX_TURNS = 50
+EPISODES = 300
+VARIANTS = ("turngym/Household-v0", "turngym/HouseholdEasy-v0", "turngym/HouseholdHard-v0")
 
 
 def _run(env, policy: str, steps: int = STEPS) -> tuple[float, int, int]:
@@ -49,6 +55,15 @@ def main() -> None:
         make_world.cache_clear()  # every row generates its houses (rows share seeds)
         rate, episodes, successes = _run(env, policy)
         print(f"{name:<44} {rate:>9,.0f} {episodes:>9,} {successes / max(episodes, 1):>8.0%}")
+    print(f"\n{EPISODES} test-split episodes per variant (turngym.evaluate, seeds 0..{EPISODES - 1})")
+    print(f"{'env':<28} {'expert':>7} {'turns':>6} {'random':>7}")
+    for env_id in VARIANTS:
+        expert = turngym.evaluate(env_id, ExpertAgent(), EPISODES, batch_size=50)
+        random_agent = turngym.evaluate(env_id, RandomAgent(), EPISODES, batch_size=50)
+        print(
+            f"{env_id:<28} {expert.overall.success_rate:7.1%} {expert.overall.mean_turns:6.2f} "
+            f"{random_agent.overall.success_rate:7.1%}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import gc
 import json
+import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from turngym.cli import app
+from turngym.storage import JsonlWriter
 
 runner = CliRunner()
 
@@ -42,6 +46,56 @@ def test_unknown_agent_and_bad_flag_exit_2():
     assert runner.invoke(app, ["eval", "turngym/KeyDoor-v0", "--episodes", "0"]).exit_code == 2
     assert runner.invoke(app, ["eval", "turngym/KeyDoor-v0", "--split", "dev"]).exit_code == 2
     assert runner.invoke(app, ["eval", "turngym/KeyDoor-v0", "--no-such-flag"]).exit_code == 2
+
+
+def _one_line_error(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2, (args, result.output)
+    assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.output)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return lines[0]
+
+
+def test_usage_errors_are_one_line_naming_what_is_valid():
+    assert "Valid commands: list, play, eval" in _one_line_error(["frob"])
+    assert "Valid options: --agent, --episodes" in _one_line_error(
+        ["eval", "turngym/KeyDoor-v0", "--no-such-flag"]
+    )
+    assert "Missing argument" in _one_line_error(["eval"])
+    assert "--episodes" in _one_line_error(["eval", "turngym/KeyDoor-v0", "--episodes", "x"])
+    assert "[red]" in _one_line_error(["eval", "turngym/[red]-v0"])  # messages are not rich markup
+    help_text = runner.invoke(app, [])
+    assert help_text.exit_code == 2 and "Commands" in help_text.output  # a bare `turngym`: the help
+
+
+def test_bad_outputs_fail_before_any_episode(tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    message = _one_line_error(["eval", "turngym/KeyDoor-v0", "--episodes", "3", "--out", str(folder)])
+    assert "is a folder" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no stray results.trajectories.jsonl
+    (tmp_path / "a-file").write_text("")
+    message = _one_line_error(["eval", "turngym/KeyDoor-v0", "--out", str(tmp_path / "a-file" / "r.json")])
+    assert "cannot create its folder" in message
+
+
+def test_writer_that_cannot_open_raises_one_error(tmp_path, monkeypatch):
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(OSError):
+        JsonlWriter(tmp_path / "a-file" / "t.jsonl")
+    gc.collect()
+    assert unraisable == []  # was: AttributeError: 'JsonlWriter' object has no attribute '_fd'
+
+
+def test_malformed_yaml_config_is_one_line(tmp_path):
+    pytest.importorskip("yaml")
+    config = tmp_path / "bad.yaml"
+    config.write_text("lr: [1, 2\n  bad: :\n")
+    message = _one_line_error(["train", "bc", "turngym/KeyDoor-v0", "--config", str(config)])
+    assert "is not valid YAML" in message and "line 2, column 6" in message
 
 
 def test_play_in_the_terminal():

@@ -109,3 +109,35 @@ def test_step_before_reset_or_after_the_end_is_a_caller_error(env_id):
             break
     with pytest.raises(RuntimeError, match="episode is over"):
         env.step("look")
+
+
+STEP_ORDER_ENVS = [
+    "turngym/KeyDoor-v0",
+    "turngym/Household-v0",
+    "turngym/Maze-v0",
+    "turngym/Wordle-v0",
+    "turngym/Calc-v0",
+]
+
+
+@pytest.mark.parametrize("env_id", STEP_ORDER_ENVS)
+def test_step_after_truncation_raises_like_after_termination(env_id):
+    env = turngym.make(env_id, max_episode_steps=1)
+    env.reset(seed=0)
+    *_, terminated, truncated, _ = env.step("look")
+    assert truncated and not terminated
+    with pytest.raises(RuntimeError, match="episode is over"):  # was: a silent second step
+        env.step("look")
+    env.reset(seed=0)  # a reset starts the next episode
+    env.step("look")
+
+
+def test_step_after_the_end_raises_also_for_envs_that_do_not_check():
+    if "test/ChainNoCheck-v0" not in turngym.list_envs():
+        turngym.register("test/ChainNoCheck-v0", ChainEnv, max_episode_steps=10)
+    env = turngym.make("test/ChainNoCheck-v0")
+    env.reset(seed=0)
+    while not env.step("right")[2]:
+        pass
+    with pytest.raises(RuntimeError, match="episode is over"):
+        env.step("right")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 
@@ -36,6 +37,28 @@ def test_truncated_last_line_is_skipped_with_a_warning(tmp_path, trajectories):
     with pytest.warns(UserWarning, match="truncated last line"):
         loaded = turngym.read_trajectories(path)
     assert len(loaded) == len(trajectories) - 1
+
+
+def test_a_stream_cut_anywhere_loads_its_whole_lines(tmp_path):
+    """A crash can cut the file at any byte, also inside a multi-byte character: every cut point
+    loads the complete records before it and skips the partial one with a warning."""
+    records = [{"text": "Café ☕ naïve 日本語 🙂", "i": i} for i in range(3)]
+    path = tmp_path / "t.jsonl"
+    with JsonlWriter(path) as writer:
+        for record in records:
+            writer.write(record)
+    data = path.read_bytes()
+    ends = [0] + [i + 1 for i, byte in enumerate(data) if byte == ord("\n")]
+    inside_a_character = [cut for cut in range(len(data)) if data[cut] & 0xC0 == 0x80]
+    assert len(inside_a_character) > 20  # continuation bytes: the cuts that used to raise
+    for cut in range(len(data) + 1):
+        path.write_bytes(data[:cut])
+        whole = sum(0 < end - 1 <= cut for end in ends)  # a record cut only of its newline is whole
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert list(iter_jsonl(path)) == records[:whole], cut
+        warned = any("truncated last line" in str(w.message) for w in caught)
+        assert warned == (cut not in ends and cut + 1 not in ends), cut
 
 
 def test_writer_drops_a_partial_line_before_appending(tmp_path, trajectories):

@@ -7,6 +7,9 @@ replay buffer of turns against soft-updated target networks:
 Low level: the token-level policy, REINFORCE with the critic's advantage applied to each token of an
 action sampled at replayed states:
     A(s, a) = min(Q1, Q2)(s, a) - min(V1, V2)(s),   loss = -A * sum_t log pi(a_t | s, a_<t)  (+ KL to ref)
+
+"official" below is the authors' code, github.com/YifeiZhou02/ArCHer: `scripts/config/default.yaml`
+(the defaults every `archer_*.yaml` extends) and `archer/algorithms/archer/trainer.py` (`update`).
 """
 
 from __future__ import annotations
@@ -45,25 +48,40 @@ from turngym.trainers.critic import (
 
 @dataclass
 class ArcherConfig(TrainConfig):
-    """ArCHer hyperparameters (paper defaults where it gives them; tiny CPU models need larger lrs)."""
+    """ArCHer hyperparameters: the official configs' values where a CPU run affords them (each field
+    says where it differs and why); tiny CPU models need larger learning rates. `turngym demo` sets its
+    own values (trainers/demo.py SETUPS), so its results do not follow these defaults."""
 
     gamma: float = 0.95
-    """Discount over turns (paper: 0.95)."""
+    """Discount over turns (official: 0.95, `gamma` in scripts/config/default.yaml)."""
     tau: float = 0.1
-    """Polyak rate of the target critic after each critic step (paper: 0.1)."""
-    buffer_size: int = 10_000
-    """Replay buffer capacity in turns (paper: 10,000)."""
+    """Polyak rate of the target critic after each critic step (official: 0.1, `tau` in default.yaml)."""
+    buffer_size: int = 100_000
+    """Replay buffer capacity in turns (official: 100,000, `capacity` in default.yaml). The demo's runs
+    hold at most 7,680 turns, so no cap at or above that changes them."""
     critic_lr: float = 1e-3
-    """Critic learning rate (paper: 1e-5..2e-5 for RoBERTa; a small critic from scratch wants ~1e-3)."""
+    """Critic learning rate (official: 1e-5 in default.yaml, 2e-5 in archer_20q/city/detective/webshop.yaml,
+    for roberta-base; a small critic from scratch wants ~1e-3)."""
     critic_backbone_lr: float | None = None
     """Learning rate of the critic's encoder (None: critic_lr). A `copy` backbone is a trained LM:
     at the heads' rate its likelihoods, which Q reads, are scrambled within tens of steps."""
     critic_updates: int = 5
-    """Critic gradient steps per iteration (paper: 5 critic epochs)."""
+    """Critic optimizer steps per iteration, each over batch_size x grad_accum_steps replayed turns and
+    followed by a target update (official: 50, `epochs` in default.yaml and archer_*.yaml, 20 in
+    archer_llm_20q.yaml, each over 8 x 32 = 256 turns). 5 here: on one core of a shared CPU a 256-turn
+    step of the default TinyAgent's critic, with fresh policy actions, takes 34 s (32 turns: 2.1 s), so
+    50 would take 28 min per iteration (bench/archer_critic_cost.py). The demo takes 15 steps of 32."""
     actor_updates: int = 3
-    """Policy gradient steps per iteration, after the warm-up (paper: 3 actor epochs)."""
+    """Policy optimizer steps per iteration after the warm-up, each over batch_size x grad_accum_steps
+    replayed states (official: 3, `actor_epochs`; 1 in archer_llm_20q.yaml)."""
     warmup_iterations: int = 20
-    """Iterations that train only the critic before the policy moves (paper: 20)."""
+    """Iterations that train only the critic before the policy moves (official: 20, `warmup_iter`; 10 in
+    archer_city.yaml and archer_detective.yaml). The demo uses 3 of its 12 iterations."""
+    bootstrap_truncated: bool = True
+    """A turn-limit cut bootstraps from s' (True), as a time limit that is not part of the task should
+    (Pardo et al. 2018, "Time Limits in Reinforcement Learning"); False marks it done as the official
+    code does (its envs return done at the turn limit, e.g. `GuessMyCityEnv.step`, and
+    `batch_interact_environment` in archer/environment/env_utils.py stores that done)."""
     critic_backbone: str = "own"
     """own: a small encoder of its own; copy: a trainable copy of the policy LM (Q reads log p(a | s) under it); policy: heads on the policy's backbone."""
     critic_layers: int = 1
@@ -157,12 +175,27 @@ class ArcherTrainer(Trainer):
         }
         return q_loss + v_loss, metrics
 
+    def _minibatches(self, n: int) -> list[slice]:
+        """`range(n)` in slices of at most batch_size: the minibatches one optimizer step accumulates."""
+        size = self.config.batch_size
+        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
     def critic_step(self, batch: Sequence[Transition], pi_actions: Sequence[str] | None = None) -> dict:
-        """One critic gradient step and a soft target update (the policy samples `pi_actions` if not given)."""
-        if pi_actions is None:
-            pi_actions = [g.text for g in self.agent.generate([t.state for t in batch])]
-        loss, metrics = self.critic_loss(batch, pi_actions)
-        loss.backward()
+        """One critic optimizer step over `batch` and a soft target update. The batch is processed in
+        minibatches of batch_size whose losses are weighted by their share of it, so the step equals
+        one pass over the whole batch (the official `update` instead sums its 32 minibatch means, 32x
+        the gradient, before clipping). The policy samples `pi_actions` if they are not given."""
+        logs = []
+        for part in self._minibatches(len(batch)):
+            minibatch = batch[part]
+            if pi_actions is None:
+                actions = [g.text for g in self.agent.generate([t.state for t in minibatch])]
+            else:
+                actions = pi_actions[part]
+            loss, metrics = self.critic_loss(minibatch, actions)
+            (loss * len(minibatch) / len(batch)).backward()
+            logs.append(metrics)
+        metrics = mean_metrics(logs)
         metrics["charts/critic_grad_norm"] = optimizer_step(
             self.critic_optimizer, None, self.critic.parameters(), self.config.max_grad_norm
         )
@@ -170,34 +203,45 @@ class ArcherTrainer(Trainer):
         return metrics
 
     def actor_step(self, batch: Sequence[Transition]) -> dict:
-        """REINFORCE at replayed states with fresh actions, each token weighted by A(s, a)."""
+        """One policy optimizer step: REINFORCE at replayed states with fresh actions, each token
+        weighted by A(s, a). Actions and advantages come first, minibatch by minibatch (standardised
+        over the whole batch if asked); then each minibatch's loss, weighted by its share of the batch,
+        adds its gradient, so the step equals one pass over the whole batch."""
         config = self.config
-        states = [t.state for t in batch]
-        generations = self.agent.generate(states)
-        actions = [g.text for g in generations]
-        with torch.no_grad(), autocast(config, self.device):
-            q1, q2, v1, v2 = self.critic(states, actions)
-        advantages = (torch.minimum(q1, q2) - torch.minimum(v1, v2)).float()  # (B,)
-        raw_mean = advantages.mean().item()
-        if config.normalize_advantages and len(batch) > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        if config.positive_advantages_only:
-            advantages = advantages.clamp(min=0)
-        tokens = self.agent.token_batch(states, actions, [g.token_ids for g in generations])
-        with autocast(config, self.device):
-            # of the sampling distribution (temperature T), the one the actions came from
-            logprobs = token_logprobs(self.agent.model, tokens, config.temperature)  # (B, L-1)
-        mask = tokens.action_mask[:, 1:].float()
-        pg_loss = -(advantages * logprobs.sum(-1)).mean()
-        loss = pg_loss
-        metrics = {"losses/policy": pg_loss.item(), "values/advantage": raw_mean}
-        if self.reference is not None:
+        parts = self._minibatches(len(batch))
+        tokens, advantages = [], []
+        for part in parts:
+            states = [t.state for t in batch[part]]
+            generations = self.agent.generate(states)
+            actions = [g.text for g in generations]
             with torch.no_grad(), autocast(config, self.device):
-                ref_logprobs = token_logprobs(self.reference, tokens, config.temperature)
-            kl = kl_penalty(logprobs, ref_logprobs, mask)
-            loss = loss + config.kl_coef * kl
-            metrics["losses/kl"] = kl.item()
-        loss.backward()
+                q1, q2, v1, v2 = self.critic(states, actions)
+            advantages.append((torch.minimum(q1, q2) - torch.minimum(v1, v2)).float())  # (b,)
+            tokens.append(self.agent.token_batch(states, actions, [g.token_ids for g in generations]))
+        advantage = torch.cat(advantages)  # (B,)
+        raw_mean = advantage.mean().item()
+        if config.normalize_advantages and len(batch) > 1:
+            advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+        if config.positive_advantages_only:
+            advantage = advantage.clamp(min=0)
+        logs = []
+        for part, minibatch_tokens in zip(parts, tokens, strict=True):
+            with autocast(config, self.device):
+                # of the sampling distribution (temperature T), the one the actions came from
+                logprobs = token_logprobs(self.agent.model, minibatch_tokens, config.temperature)  # (b, L-1)
+            mask = minibatch_tokens.action_mask[:, 1:].float()
+            pg_loss = -(advantage[part] * logprobs.sum(-1)).mean()
+            loss = pg_loss
+            metrics = {"losses/policy": pg_loss.item()}
+            if self.reference is not None:
+                with torch.no_grad(), autocast(config, self.device):
+                    ref_logprobs = token_logprobs(self.reference, minibatch_tokens, config.temperature)
+                kl = kl_penalty(logprobs, ref_logprobs, mask)
+                loss = loss + config.kl_coef * kl
+                metrics["losses/kl"] = kl.item()
+            (loss * (part.stop - part.start) / len(batch)).backward()
+            logs.append(metrics)
+        metrics = {**mean_metrics(logs), "values/advantage": raw_mean}
         metrics["charts/policy_grad_norm"] = optimizer_step(
             self.optimizer, self.scheduler, self.agent.model.parameters(), config.max_grad_norm
         )
@@ -209,13 +253,16 @@ class ArcherTrainer(Trainer):
         config = self.config
         trajectories = collect(self.agent, config, iteration, self.run)
         for t in trajectories:
-            self.buffer.extend(transitions(t, config.history_window, config.gamma))
+            self.buffer.extend(
+                transitions(t, config.history_window, config.gamma, config.bootstrap_truncated)
+            )
+        step_size = config.batch_size * config.grad_accum_steps  # turns per optimizer step
         logs: list[dict] = []
         for _ in range(config.critic_updates):
-            logs.append(self.critic_step(self.buffer.sample(config.batch_size)))
+            logs.append(self.critic_step(self.buffer.sample(step_size)))
         if iteration > config.warmup_iterations:
             for _ in range(config.actor_updates):
-                logs.append(self.actor_step(self.buffer.sample(config.batch_size)))
+                logs.append(self.actor_step(self.buffer.sample(step_size)))
         metrics = mean_metrics(logs)
         metrics.update(rollout_stats(trajectories))
         metrics["charts/buffer_size"] = len(self.buffer)

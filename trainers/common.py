@@ -8,7 +8,6 @@ import copy
 import dataclasses
 import io
 import itertools
-import json
 import math
 import random
 import re
@@ -25,7 +24,7 @@ import numpy as np
 from turngym.agents.sampling import SamplingConfig
 from turngym.errors import ConfigError, did_you_mean, require
 from turngym.prompts import build_conversation
-from turngym.storage import JsonlWriter, atomic_write_bytes, atomic_write_text, iter_jsonl
+from turngym.storage import JsonlWriter, atomic_write_bytes, atomic_write_text, iter_jsonl, to_json_line
 from turngym.types import Conversation, Trajectory
 
 if TYPE_CHECKING:
@@ -56,8 +55,10 @@ class TrainConfig:
     batch_size: int = 32
     """Transitions (or sequences) per gradient step."""
     grad_accum_steps: int = 1
-    """BC, PPO, GRPO: gradients of this many minibatches are summed (each scaled 1/N) per optimizer step;
-    each pass over the data ends with a step."""
+    """Gradients of this many minibatches of batch_size are summed (each scaled 1/N) per optimizer step:
+    the same step as one batch N times larger, in less memory. BC, PPO, GRPO: each pass over the data
+    ends with a step. ArCHer: each critic and actor step samples batch_size x N replayed turns (official
+    ArCHer: 8 x 32 = 256, `batch_size` and `grad_accum_steps` in its scripts/config/default.yaml)."""
     lr: float = 1e-3
     """Policy learning rate (AdamW; tiny models from scratch want ~1e-3, pretrained LMs ~1e-6..1e-5)."""
     weight_decay: float = 0.0
@@ -221,7 +222,14 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequenc
     values: dict[str, Any] = {}
     if path is not None:
         yaml = require("yaml", "train", "config files")
-        values = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as exc:  # a parser error is many lines with a caret; one line says it
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ConfigError(
+                f"{path} is not valid YAML: {getattr(exc, 'problem', None) or exc}{where}"
+            ) from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
     return make_config(cls, values, overrides)
@@ -332,10 +340,13 @@ class Transition:
 
 
 def transitions(
-    trajectory: Trajectory, history_window: int | None = None, gamma: float = 1.0
+    trajectory: Trajectory,
+    history_window: int | None = None,
+    gamma: float = 1.0,
+    bootstrap_truncated: bool = True,
 ) -> list[Transition]:
-    """The trajectory's turns as transitions. The last turn is `done` only if the env terminated
-    the episode; a turn-limit cut bootstraps from s'."""
+    """The trajectory's turns as transitions. The last turn is `done` if the env terminated the
+    episode; a turn-limit cut bootstraps from s', or is `done` too if `bootstrap_truncated` is False."""
     observations, actions = trajectory.observations, trajectory.actions
     n = len(actions)
     returns = [0.0] * n
@@ -353,7 +364,7 @@ def transitions(
             next_state=build_conversation(
                 trajectory.instructions, observations[: i + 2], actions[: i + 1], history_window
             ),
-            done=bool(trajectory.terminated and i == n - 1),
+            done=i == n - 1 and (trajectory.terminated or (trajectory.truncated and not bootstrap_truncated)),
             trajectory_return=returns[i],
             action_tokens=trajectory.turns[i].action_tokens,
         )
@@ -463,39 +474,27 @@ class Run:
         path = self.dir / "metrics.jsonl"
         return list(iter_jsonl(path)) if path.exists() else []
 
-    def truncate_metrics(self, last_iteration: int) -> None:
-        """On resume: drop records logged after the checkpoint (they will be produced again)."""
-        kept = [m for m in self.metrics() if m["iteration"] <= last_iteration]
+    def rewind(self, last_iteration: int) -> None:
+        """On resume: drop the metrics and the episodes of iterations after `last_iteration` (the
+        checkpoint's; -1 without one): the resumed run produces them again. Episodes are tagged
+        with their iteration by `collect`; untagged ones (older runs) are kept."""
         self._metrics.close()
-        atomic_write_text(self.dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in kept))
-        self._metrics = JsonlWriter(self.dir / "metrics.jsonl")
-
-    def truncate_trajectories(self, size: int | None) -> None:
-        """On resume: drop the episodes written after the checkpoint (they will be played again);
-        `size` is the file's length in bytes when the checkpoint was saved (None: keep it all)."""
-        if size is None:
-            return
-        path = self.trajectories.path
         self.trajectories.close()
-        with open(path, "rb+") as f:
-            f.truncate(size)
-        self.trajectories = JsonlWriter(path)
+        for name in ("metrics.jsonl", "trajectories.jsonl"):
+            path = self.dir / name
+            records = list(iter_jsonl(path)) if path.exists() else []
+            kept = [r for r in records if _iteration(r) <= last_iteration]
+            if len(kept) < len(records):
+                atomic_write_bytes(path, b"".join(to_json_line(r) for r in kept))
+        self.trajectories = JsonlWriter(self.dir / "trajectories.jsonl")
+        self._metrics = JsonlWriter(self.dir / "metrics.jsonl")
 
     # checkpoints: one torch file per save, written atomically; the newest `keep_checkpoints` are kept
     def save_checkpoint(self, iteration: int, state: dict[str, Any]) -> Path:
         import torch
 
         buffer = io.BytesIO()
-        trajectories_bytes = self.trajectories.path.stat().st_size  # records are unbuffered writes
-        torch.save(
-            {
-                "iteration": iteration,
-                "global_rng": rng_state(),
-                "trajectories_bytes": trajectories_bytes,
-                **state,
-            },
-            buffer,
-        )
+        torch.save({"iteration": iteration, "global_rng": rng_state(), **state}, buffer)
         path = self.checkpoints / f"iter_{iteration:06d}.pt"
         atomic_write_bytes(path, buffer.getvalue())
         for old in sorted(self.checkpoints.glob("iter_*.pt"))[: -self.config.keep_checkpoints]:
@@ -520,6 +519,11 @@ class Run:
         self._metrics.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def _iteration(record: dict[str, Any]) -> int:
+    """The iteration a metrics record or a tagged trajectory belongs to (-1 if untagged)."""
+    return record.get("iteration", record.get("metadata", {}).get("iteration", -1))
 
 
 def config_yaml(config: TrainConfig) -> str:
@@ -623,6 +627,11 @@ def collect(
 
     seed = config.seed * 1_000_003 + iteration * 10_007
     kwargs.setdefault("num_episodes", config.rollout_episodes)
+
+    def sink(trajectory: Trajectory) -> None:  # tagged, so a resume can drop a lost iteration's episodes
+        trajectory.metadata["iteration"] = iteration
+        run.trajectories.write(trajectory)
+
     with sampling_as(agent, config.sampling):
         trajectories = turngym.rollout(
             config.env_id,
@@ -632,7 +641,7 @@ def collect(
             split="train",
             max_turns=config.max_turns,
             history_window=config.history_window,
-            sink=run.trajectories if run is not None else None,
+            sink=sink if run is not None else None,
             **kwargs,
         )
     return trajectories
@@ -804,12 +813,12 @@ def _train_loop(trainer: Any, resume: bool) -> list[dict[str, Any]]:
     config, run = trainer.config, trainer.run
     clock = Clock()
     start = 0
-    if resume and (state := run.latest_checkpoint()) is not None:
-        trainer.load_state_dict(state)
-        clock.load_state_dict(state["clock"])
-        start = state["iteration"]
-        run.truncate_metrics(start)
-        run.truncate_trajectories(state.get("trajectories_bytes"))  # absent in older checkpoints
+    if resume:
+        if (state := run.latest_checkpoint()) is not None:
+            trainer.load_state_dict(state)
+            clock.load_state_dict(state["clock"])
+            start = state["iteration"]
+        run.rewind(start if state is not None else -1)  # without a checkpoint, iteration 0 reruns too
     if start == 0:
         run.log({**evaluate_policy(trainer.agent, config), **clock.charts(0)}, 0)
     history = []

@@ -4,30 +4,77 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 import turngym
 from turngym.errors import TurnGymError
 from turngym.eval import EvalResult
 
+
+def _print_error(message: str) -> None:
+    message = " ".join(message.split())  # one line, whatever the message held
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    """Print a one-line error and exit with code 2 (the code typer uses for bad usage)."""
+    _print_error(message)
+    return typer.Exit(code=2)
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (unknown command or option, missing or malformed value) as one `error:` line
+    naming the valid commands or options, instead of click's usage block in a box."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:  # not standalone: click raises its errors here instead of printing them
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.Abort:
+            _print_error("aborted")
+            sys.exit(1)
+        except Exception as exc:
+            # click's exceptions (typer may vendor its own click, so they are known by shape)
+            if not hasattr(exc, "format_message") or type(exc).__name__ == "NoArgsIsHelpError":
+                if hasattr(exc, "show"):  # a bare `turngym`: the help
+                    exc.show()
+                    sys.exit(exc.exit_code)
+                raise
+            message = exc.format_message().rstrip()
+            _print_error(f"{message}{'' if message.endswith(('.', '?', '!')) else '.'}{_valid_choices(exc)}")
+            sys.exit(exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _valid_choices(exc: Exception) -> str:
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None:
+        return ""
+    command = ctx.command
+    if type(exc).__name__ == "NoSuchOption":
+        options = [opt for param in command.params for opt in param.opts if opt.startswith("--")]
+        return f" Valid options: {', '.join([*options, '--help'])}."
+    if hasattr(command, "list_commands"):  # an error about the command itself
+        return f" Valid commands: {', '.join(command.list_commands(ctx))}."
+    return f" Try '{ctx.command_path} --help'."
+
+
 app = typer.Typer(
     name="turngym",
     help="Train and evaluate multi-turn LLM agents on text environments.",
+    cls=OneLineErrors,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 console = Console()
-
-
-def _fail(message: str) -> typer.Exit:
-    """Print a one-line error and exit with code 2 (the code typer uses for bad usage)."""
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=2)
 
 
 @app.command("list")
@@ -121,7 +168,7 @@ def eval_command(
             out=out,
             progress=sys.stderr.isatty(),
         )
-    except (TurnGymError, ValueError) as exc:
+    except (TurnGymError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
     print_result(result)
     if out is not None:
@@ -221,7 +268,7 @@ def demo(
 
     try:
         run_demo(console, env_id=env, runs_dir=runs_dir, seed=seed, quick=quick, progress=sys.stderr.isatty())
-    except (TurnGymError, ValueError) as exc:
+    except (TurnGymError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypedDict
+from typing import Any, ClassVar, SupportsFloat, TypedDict
 
 import gymnasium
+import gymnasium.utils
 from gymnasium import spaces
 
 SPLITS = ("train", "test")
@@ -51,6 +52,32 @@ def check_step_order(*, started: bool, done: bool) -> None:
         raise RuntimeError("call reset() before step()")
     if done:
         raise RuntimeError("the episode is over: call reset()")
+
+
+class EpisodeEndEnforcing(gymnasium.Wrapper, gymnasium.utils.RecordConstructorArgs):
+    """`step` after the episode ended raises, whether the env terminated it or the turn limit
+    truncated it, so both ends behave alike (`turngym.register` puts it outside `TimeLimit`).
+
+    Why raise: Gymnasium calls any step after `terminated` or `truncated` undefined behaviour (its
+    classic envs warn, `TimeLimit` keeps counting) and raises for the other order mistake, step
+    before reset (`OrderEnforcing`). A silent extra step would let a caller's off-by-one loop feed
+    a trainer turns past the limit; an invalid-action observation would hide that bug the same way.
+    Snapshots restore the env, not its wrappers: branch on `env.unwrapped`, as `check_env` does."""
+
+    def __init__(self, env: gymnasium.Env) -> None:
+        gymnasium.utils.RecordConstructorArgs.__init__(self)
+        gymnasium.Wrapper.__init__(self, env)
+        self._ended = False
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        self._ended = False
+        return self.env.reset(**kwargs)
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        check_step_order(started=True, done=self._ended)
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        self._ended = bool(terminated or truncated)
+        return observation, reward, terminated, truncated, info
 
 
 class StepInfo(TypedDict, total=False):

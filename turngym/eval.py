@@ -13,7 +13,7 @@ from typing import Any
 
 from turngym.errors import ConfigError
 from turngym.rollout import Agent, EnvFactory, rollout
-from turngym.storage import atomic_write_text, read_trajectories
+from turngym.storage import atomic_write_text, check_writable_file, read_trajectories
 from turngym.types import Trajectory
 
 EVAL_SPLIT = "test"
@@ -143,6 +143,9 @@ def evaluate(
         raise ConfigError(f"num_episodes must be >= 1, got {num_episodes}")
     seeds = [seed + i for i in range(num_episodes)]
     stream = Path(f"{out}.trajectories.jsonl") if out is not None else None
+    if out is not None:  # before playing any episode, not after all of them
+        check_writable_file(out)
+        check_writable_file(stream)
     done: dict[int, Trajectory] = {}
     if stream is not None and stream.exists():
         if not resume:

@@ -8,12 +8,14 @@ from importlib.metadata import entry_points
 from typing import Any
 
 import gymnasium
-from gymnasium.envs.registration import EnvCreator, load_env_creator
+from gymnasium.envs.registration import EnvCreator, WrapperSpec, load_env_creator
 
 from turngym.errors import ConfigError, UnknownEnvError, did_you_mean
 
 ENTRY_POINT_GROUP = "turngym.envs"
 ENV_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.:-]+-v\d+$")
+
+_EPISODE_END = WrapperSpec("EpisodeEndEnforcing", "turngym.core:EpisodeEndEnforcing", {})
 
 # id -> one-line description, for every env registered through `turngym.register`.
 _DESCRIPTIONS: dict[str, str] = {}
@@ -42,7 +44,11 @@ def register(
     if max_episode_steps is not None and max_episode_steps < 1:
         raise ConfigError(f"{id}: max_episode_steps must be >= 1, got {max_episode_steps}")
     gymnasium.register(
-        id=id, entry_point=entry_point, max_episode_steps=max_episode_steps, kwargs=dict(kwargs or {})
+        id=id,
+        entry_point=entry_point,
+        max_episode_steps=max_episode_steps,
+        kwargs=dict(kwargs or {}),
+        additional_wrappers=(_EPISODE_END,),  # outside TimeLimit: truncation ends the episode too
     )
     _DESCRIPTIONS[id] = description
 

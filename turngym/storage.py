@@ -10,7 +10,23 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from turngym.errors import ConfigError
 from turngym.types import Trajectory
+
+
+def check_writable_file(path: str | os.PathLike[str]) -> Path:
+    """`path`, after making sure it can be written as a file (its folder is created if missing): a
+    `ConfigError` naming why not, so a command fails before its work rather than after it."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{str(path)!r} is a folder; give a file name, e.g. {str(path / 'results.json')!r}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {str(path)!r}: cannot create its folder ({exc.strerror})") from None
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"cannot write {str(path)!r}: permission denied")
+    return path
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -53,6 +69,7 @@ class JsonlWriter:
     last line (with a warning) so the next record starts on a clean line."""
 
     def __init__(self, path: str | os.PathLike[str], fsync: bool = False) -> None:
+        self._fd = -1  # set first: `__del__` runs even when opening fails
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _drop_partial_last_line(self.path)
@@ -98,18 +115,18 @@ def _drop_partial_last_line(path: Path) -> None:
 
 
 def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Records of a JSONL file. A truncated last line (interrupted write) is skipped with a warning;
-    a corrupt line elsewhere is a `ValueError` naming the line."""
+    """Records of a JSONL file. A truncated last line (interrupted write, which may cut a UTF-8
+    character in two) is skipped with a warning; a corrupt line elsewhere is a `ValueError`
+    naming the line."""
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
+    lines = path.read_bytes().split(b"\n")  # bytes: a cut character must not fail the whole file
     last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            yield json.loads(line)
-        except json.JSONDecodeError as exc:
+            yield json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             if i == last:
                 warnings.warn(f"{path}:{i + 1}: skipping a truncated last line ({exc})", stacklevel=2)
                 return

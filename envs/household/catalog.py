@@ -10,6 +10,9 @@ CLEAN, HOT, COOL, SLICED, ON = 1, 2, 4, 8, 16
 
 OPENABLE = frozenset({"cabinet", "drawer", "fridge", "microwave", "safe"})
 KNIVES = frozenset({"knife", "butterknife"})
+# ALFWorld's MOVABLE_RECEPTACLES (alfworld/gen/constants.py): its games mark them isReceptacleObject,
+# and examining one answers "This is a normal mug 1. In it, you see nothing." whatever its state.
+RECEPTACLE_OBJECTS = frozenset({"bowl", "box", "cup", "mug", "plate", "pan", "pot"})
 LAMP = "desklamp"
 LAMP_HOMES = ("desk", "sidetable", "dresser")
 

@@ -17,6 +17,7 @@ from turngym.envs.household.catalog import (
     HOT,
     KNIVES,
     ON,
+    RECEPTACLE_OBJECTS,
     SLICEABLE,
     SLICED,
     TASK_TYPES,
@@ -28,22 +29,37 @@ from turngym.envs.household.world import HouseConfig, World, join_items, make_wo
 
 NOTHING = "Nothing happens."
 TASK_NUMBERS = 1_000_000  # tasks per (split, task type) that reset draws from
-PLACE_VERBS = ("put", "move")
+# How placing is spelled, per ALFWorld release: "move" is ALFWorld 0.4.0 and later (game data 2.1.2:
+# alfworld/data/alfred.twl2, action PutObject `move {o} to {r}`, feedback "You move the {o.name} to the
+# {r.name}.", GotoLocation "You arrive at {r.name}."); "put" is the earlier releases (data 2.1.1,
+# rewritten by scripts/patch_tw-pddl.py: `put {o} in/on {r}`, "You put the {o.name} in/on the
+# {r.name}.", "You arrive at {lend.name}." where the location is named "loc N", and no `help`).
+PLACE_VERBS = ("move", "put")
 _PUT = re.compile(r"^(.+?) (?:in/on|in / on|into|onto|in|on) (.+)$")
 _VERB_WITH = {"clean": "clean", "heat": "heat", "cool": "cool", "slice": "slice"}
-HELP = (
-    "Available commands:\n"
-    "  look: look around your current location\n"
-    "  inventory: check your current inventory\n"
-    "  go to (receptacle): move to a receptacle\n"
-    "  open (receptacle) / close (receptacle)\n"
-    "  take (object) from (receptacle)\n"
-    "  put (object) in/on (receptacle)  (or: move (object) to (receptacle))\n"
-    "  examine (something): examine a receptacle or an object\n"
-    "  use (object): turn a lamp on or off\n"
-    "  heat / clean / cool (object) with (receptacle): microwave / sinkbasin / fridge\n"
-    "  slice (object) with (knife)"
+# ALFWorld's `help` text (alfred.twl2, action help), with the place command of the release.
+_HELP_LINES = (
+    ("look", "look around your current location"),
+    ("inventory", "check your current inventory"),
+    ("go to (receptacle)", "move to a receptacle"),
+    ("open (receptacle)", "open a receptacle"),
+    ("close (receptacle)", "close a receptacle"),
+    ("take (object) from (receptacle)", "take an object from a receptacle"),
+    ("{place}", "place an object in or on a receptacle"),
+    ("examine (something)", "examine a receptacle or an object"),
+    ("use (object)", "use an object"),
+    ("heat (object) with (receptacle)", "heat an object using a receptacle"),
+    ("clean (object) with (receptacle)", "clean an object using a receptacle"),
+    ("cool (object) with (receptacle)", "cool an object using a receptacle"),
+    ("slice (object) with (object)", "slice an object using a sharp object"),
 )
+
+
+def help_text(place_verb: str = "move") -> str:
+    """The answer to `help`: the command list of ALFWorld's `help` action."""
+    place = "move (object) to (receptacle)" if place_verb == "move" else "put (object) in/on (receptacle)"
+    lines = [f"  {(command.format(place=place) + ':'):<34}{what}" for command, what in _HELP_LINES]
+    return "Available commands:\n" + "\n".join(lines)
 
 
 class HouseholdEnv(TextEnv):
@@ -54,6 +70,10 @@ class HouseholdEnv(TextEnv):
     An impossible or unknown command answers "Nothing happens." with `valid_action=False`.
     Reward 1 on success (or, with `dense_reward`, the change in `progress`, which sums to 1).
     Train and test tasks use disjoint floor plans; `unseen_combinations` also holds out goal pairs.
+
+    The text is ALFWorld's, rule by rule (alfworld/data/alfred.twl2), of the release `place_verb`
+    names: "move" (default) for ALFWorld 0.4.0 and later, "put" for the earlier ones (see PLACE_VERBS).
+    Deliberate differences: the welcome banner names TurnGym, not ALFRED, and houses may have rooms.
     """
 
     success_definition = "the goal in the task holds in the house (e.g. a clean mug is in a coffeemachine)"
@@ -66,7 +86,7 @@ class HouseholdEnv(TextEnv):
         task_types: Sequence[str] | None = None,
         unseen_combinations: bool = False,
         dense_reward: bool = False,
-        place_verb: str = "put",
+        place_verb: str = "move",
         render_mode: str | None = None,
     ) -> None:
         super().__init__(render_mode=render_mode)
@@ -98,9 +118,9 @@ class HouseholdEnv(TextEnv):
             "to see or reach what is inside. Clean with a sinkbasin, heat with a microwave, cool with a "
             "fridge, and look at an object under a desklamp by holding it and using the lamp.\n"
             "Reply with exactly one command per turn, using the numbered names:\n"
-            "  go to X | open X | close X | take X from Y | put X in/on Y (or move X to Y)\n"
+            f"  go to X | open X | close X | take X from Y | {self._place_command('X', 'Y')}\n"
             "  clean X with Y | heat X with Y | cool X with Y | slice X with Y | use X | examine X\n"
-            "  inventory | look\n"
+            f"  inventory | look{' | help' if self.place_verb == 'move' else ''}\n"
             'A command that is impossible here answers "Nothing happens."'
         )
 
@@ -167,8 +187,10 @@ class HouseholdEnv(TextEnv):
 
     def _execute(self, command: str) -> str | None:
         """Apply one normalized command; its feedback, or None when it is impossible."""
-        if command in ("look", "inventory", "help"):
-            return {"look": self._look, "inventory": self._inventory, "help": lambda: HELP}[command]()
+        if command in ("look", "inventory"):
+            return self._look() if command == "look" else self._inventory()
+        if command == "help":  # an action since ALFWorld 0.4.0 (data 2.1.2); unknown before
+            return help_text() if self.place_verb == "move" else None
         verb, _, rest = command.partition(" ")
         w = self.world
         if verb == "go" and rest.startswith("to "):
@@ -176,7 +198,9 @@ class HouseholdEnv(TextEnv):
             if r is None or r == self.loc:
                 return None
             self.loc = r
-            return f"You arrive at {w.recep_names[r]}. {self._describe_receptacle(r)}"
+            # alfred.twl2, GotoLocation.feedback: the receptacle's name since 0.4.0, "loc N" before.
+            place = w.recep_names[r] if self.place_verb == "move" else f"loc {w.location_numbers[r]}"
+            return f"You arrive at {place}. {self._describe_receptacle(r)}"
         if verb in ("open", "close"):
             r = w.recep_index.get(rest)
             if r is None or r != self.loc or not w.openable[r] or self.opened[r] == (verb == "open"):
@@ -195,7 +219,7 @@ class HouseholdEnv(TextEnv):
             self.contents[r].remove(o)
             self.where[o], self.held = -1, o
             return f"You pick up the {obj} from the {recep}."
-        if verb in ("put", "move"):
+        if verb in ("put", "move"):  # both spellings are understood; the answer is the release's
             if verb == "put":
                 match = _PUT.match(rest)
                 obj, recep = match.groups() if match else ("", "")
@@ -208,7 +232,7 @@ class HouseholdEnv(TextEnv):
                 return None
             self.contents[r].append(o)
             self.where[o], self.held = r, -1
-            if verb == "move":
+            if self.place_verb == "move":  # alfred.twl2, PutObject.feedback
                 return f"You move the {obj} to the {recep}."
             return f"You put the {obj} in/on the {recep}."
         if verb in _VERB_WITH:
@@ -220,8 +244,10 @@ class HouseholdEnv(TextEnv):
             o = w.obj_index.get(rest)
             if o is None or not w.capabilities[o] & TOGGLEABLE or not self._reachable(o):
                 return None
-            self.props[o] ^= ON
-            return f"You turn {'on' if self.props[o] & ON else 'off'} the {rest}."
+            # ALFWorld's ToggleObject (alfred.pddl) always adds `isToggled`, which nothing removes, and
+            # its feedback (alfred.twl2, toggleObject.feedback) reads isToggled: a lamp only turns on.
+            self.props[o] |= ON
+            return f"You turn on the {rest}."
         if verb == "examine":
             r = w.recep_index.get(rest)
             if r is not None:
@@ -276,15 +302,22 @@ class HouseholdEnv(TextEnv):
         return f"On the {name}, you see {items}."
 
     def _describe_object(self, o: int) -> str:
-        name = self.world.obj_names[o]
-        props = self.props[o]
-        if self.world.capabilities[o] & TOGGLEABLE:
+        """ALFWorld's examineObject.feedback (alfred.twl2), rule by rule in its order: a receptacle
+        object (a mug, bowl, ...) is only "normal" whatever was done to it; then the state words, where
+        cool alone is "cold" but "cool" beside clean or sliced; then a lamp's switch."""
+        w = self.world
+        name, props = w.obj_names[o], self.props[o]
+        if w.obj_types[o] in RECEPTACLE_OBJECTS:  # nothing is ever inside one here
+            return f"This is a normal {name}. In it, you see nothing."
+        temperature = "hot" if props & HOT else "cool" if props & COOL else ""
+        words = " and ".join(word for word in (temperature, "clean" if props & CLEAN else "") if word)
+        if props & SLICED:
+            return f"This is a {words + ' ' if words else ''}sliced {name}."
+        if words:
+            return f"This is a {'cold' if words == 'cool' else words} {name}."
+        if w.capabilities[o] & TOGGLEABLE:
             return f"This {name} is {'on' if props & ON else 'off'}."
-        words = [w for bit, w in ((HOT, "hot"), (COOL, "cool"), (CLEAN, "clean")) if props & bit]
-        kind = ("sliced " if props & SLICED else "") + name
-        if not words:
-            return f"This is a {kind}." if props & SLICED else f"There's nothing special about {name}."
-        return f"This is a {' and '.join(words)} {kind}."
+        return f"There's nothing special about {name}."
 
     def _look(self) -> str:
         if self.loc < 0:
@@ -374,6 +407,8 @@ class HouseholdEnv(TextEnv):
         if held >= 0:
             actions.append(f"examine {w.obj_names[held]}")
         actions += ["inventory", "look"]
+        if self.place_verb == "move":
+            actions.append("help")
         return actions
 
     def _place_command(self, obj: str, recep: str) -> str:

@@ -95,6 +95,16 @@ class World:
         return tuple(i for i, t in enumerate(self.recep_types) if kind and t == APPLIANCE[kind])
 
     @functools.cached_property
+    def location_numbers(self) -> tuple[int, ...]:
+        """Receptacle -> N of its place 'loc N', as ALFWorld before 0.4.0 named it on arrival. There
+        the numbers come from sorting mangled location ids (alfworld/agents/utils/misc.py, Demangler),
+        unrelated to the receptacle's own number; here a fixed shuffle per task (its own generator,
+        so the house generation draws nothing more)."""
+        numbers = list(range(1, len(self.recep_names) + 1))
+        random.Random(f"{self.task_id}|locations").shuffle(numbers)
+        return tuple(numbers)
+
+    @functools.cached_property
     def intro(self) -> str:
         def listing(receps: list[int]) -> str:
             return join_items([f"a {self.recep_names[r]}" for r in receps])
@@ -248,7 +258,7 @@ def _generate(
         openable=tuple(t in OPENABLE for t in recep_types),
         obj_names=tuple(obj_names),
         obj_types=tuple(obj_types),
-        capabilities=tuple(TOGGLEABLE if t == LAMP else OBJECTS[t].capabilities for t in obj_types),
+        capabilities=tuple(_capabilities(t, task_type) for t in obj_types),
         pickupable=tuple(t != LAMP for t in obj_types),
         can_contain=tuple(
             frozenset(r for r, rt in enumerate(recep_types) if t != LAMP and rt in OBJECTS[t].homes)
@@ -258,6 +268,15 @@ def _generate(
         recep_index={name: i for i, name in enumerate(recep_names)},
         obj_index={name: i for i, name in enumerate(obj_names)},
     )
+
+
+def _capabilities(obj_type: str, task_type: str) -> int:
+    """What can be done to an object. ALFWorld's games make lamps toggleable only in the task that
+    needs them (alfworld/gen/game_states/planned_game_state.py: `toggleable` for the toggle target
+    alone), so elsewhere `use desklamp 1` does nothing."""
+    if obj_type == LAMP:
+        return TOGGLEABLE if task_type == "look_at_obj_in_light" else 0
+    return OBJECTS[obj_type].capabilities
 
 
 def _placeable_elsewhere(homes: frozenset[str], recep: str) -> bool:

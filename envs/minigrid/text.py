@@ -1,4 +1,5 @@
-"""MiniGrid/BabyAI as text: the agent's 7x7 view in words, actions as words, the BabyAI bot as expert."""
+"""MiniGrid/BabyAI as text: the agent's 7x7 view in BabyAI-Text's words, actions as words, the BabyAI
+bot as expert."""
 
 from __future__ import annotations
 
@@ -31,8 +32,7 @@ _ALIASES = {
     "drop it": "drop",
 }
 DOOR_STATES = ("open", "closed", "locked")  # MiniGrid's door state 0/1/2
-DIRECTIONS = ("east", "south", "west", "north")  # MiniGrid's agent_dir 0..3
-_VIEW_OBJECTS = ("door", "key", "ball", "box", "goal", "lava")
+_UNSEEN, _EMPTY, _WALL = "unseen", "empty", "wall"
 
 
 def parse_action(action: str) -> int | None:
@@ -42,77 +42,76 @@ def parse_action(action: str) -> int | None:
     return ACTIONS.index(command) if command in ACTIONS else None
 
 
-def _steps(n: int) -> str:
-    return f"{n} step{'s' if n != 1 else ''}"
+def _steps(n: int, direction: str) -> str:
+    return f"{n} step{'s' if n > 1 else ''} {direction}"
 
 
-def relative_position(ahead: int, right: int) -> str:
-    """Words for a cell `ahead` steps forward and `right` steps to the right (negative: left)."""
-    if ahead == 1 and right == 0:
-        return "right in front of you"
-    parts = [f"{_steps(ahead)} ahead"] if ahead else []
-    if right:
-        parts.append(f"{_steps(abs(right))} to the {'right' if right > 0 else 'left'}")
-    return " and ".join(parts) if ahead else f"{parts[0]} of you"
+def relative_position(right: int, forward: int) -> str:
+    """BabyAI-Text's words for a cell `right` columns to the right (negative: left) and `forward`
+    rows ahead of the agent: '2 steps forward', '1 step left', '1 step right and 3 steps forward'."""
+    if right == 0:
+        return _steps(forward, "forward")
+    side = _steps(abs(right), "right" if right > 0 else "left")
+    return side if forward == 0 else f"{side} and {_steps(forward, 'forward')}"
 
 
-def describe_cell(object_name: str, colour: str, state: int) -> str:
-    if object_name == "door":
-        article = "an" if state == 0 else "a"
-        return f"{article} {DOOR_STATES[state]} {colour} door"
-    if object_name in ("goal", "lava"):
-        return f"the {object_name}" if object_name == "goal" else "lava"
-    return f"a {colour} {object_name}"
+def describe_view(image: np.ndarray, carrying: tuple[str, str] | None = None) -> list[str]:
+    """BabyAI-Text's description of the agent's view, sentence by sentence, as its describer writes it
+    (flowersteam/Grounding_LLMs_with_online_RL, babyai-text/gym-minigrid/gym_minigrid/minigrid.py,
+    `MiniGridEnv.gen_graph`, the `infos["descriptions"]` that BALROG shows):
 
+    - "You carry a <colour> <type>" when carrying;
+    - the first wall straight ahead, left and right of the agent, at any distance, each looked for past
+      empty and unseen cells and only until another object is met ("You see a wall 2 steps forward");
+    - every object in view (not walls) column by column from the left, far to near, with its position
+      ("You see a red ball 1 step left and 2 steps forward"); doors with their state ("You see a locked
+      blue door 3 steps forward"), an open one as "a open" (the original's `IDX_TO_STATE[...] != 0`
+      compares a word with 0, so its "an" branch never runs).
 
-def describe_view(image: np.ndarray, carrying: str | None = None) -> str:
-    """The agent's egocentric view (MiniGrid's `obs["image"]`, (7, 7, 3): object, colour, state per
-    cell; the agent at the bottom middle facing up) in words: what is right in front, each visible
-    object with its position in steps ahead/left/right, the walls ahead and beside, what is carried."""
+    `image` is MiniGrid's `obs["image"]` ((7, 7, 3): type, colour, state; unseen cells are type 0;
+    the agent at the bottom middle, facing up); `carrying` is (colour, type) or None."""
     from minigrid.core.constants import IDX_TO_COLOR, IDX_TO_OBJECT
 
     size = image.shape[0]
-    mid, bottom = size // 2, size - 1
-
-    def cell(i: int, j: int) -> tuple[str, str, int]:
-        obj, colour, state = (int(v) for v in image[i, j])
-        return IDX_TO_OBJECT[obj], IDX_TO_COLOR[colour], state
-
-    seen = []
-    for j in range(bottom, -1, -1):
-        for i in range(size):
-            name, colour, state = cell(i, j)
-            ahead, right = bottom - j, i - mid
-            if name in _VIEW_OBJECTS and (ahead, right) not in ((0, 0), (1, 0)):  # (1, 0): said first
-                seen.append((ahead + abs(right), ahead, right, describe_cell(name, colour, state)))
-    lines = []
-    front_name, front_colour, front_state = cell(mid, bottom - 1)
-    if front_name == "wall":
-        lines.append("In front of you: a wall.")
-    elif front_name in _VIEW_OBJECTS:
-        lines.append(f"In front of you: {describe_cell(front_name, front_colour, front_state)}.")
-    else:
-        lines.append("In front of you: open floor.")
-    wall_ahead = next((bottom - j for j in range(bottom - 1, -1, -1) if cell(mid, j)[0] == "wall"), None)
-    blocked_ahead = next(
-        (bottom - j for j in range(bottom - 1, -1, -1) if cell(mid, j)[0] not in ("empty", "floor")), None
+    agent_x, agent_y = size // 2, size - 1
+    kinds = [[IDX_TO_OBJECT[int(image[x, y, 0])] for y in range(size)] for x in range(size)]
+    lines = [f"You carry a {carrying[0]} {carrying[1]}"] if carrying else []
+    rays = (
+        ("forward", [(agent_x, y) for y in range(agent_y - 1, -1, -1)]),
+        ("left", [(x, agent_y) for x in range(agent_x - 1, -1, -1)]),
+        ("right", [(x, agent_y) for x in range(agent_x + 1, size)]),
     )
-    if wall_ahead is not None and wall_ahead == blocked_ahead:
-        lines.append(f"There is a wall {_steps(wall_ahead)} ahead.")
-    beside = [side for side, i in (("left", mid - 1), ("right", mid + 1)) if cell(i, bottom)[0] == "wall"]
-    if beside:
-        lines.append(f"There is a wall directly to your {' and '.join(beside)}.")
-    others = [f"{what}, {relative_position(ahead, right)}" for _, ahead, right, what in sorted(seen)]
-    lines.append("You see: " + ("; ".join(others) if others else "nothing else") + ".")
-    lines.append(f"You carry: {carrying or 'nothing'}.")
-    return "\n".join(lines)
+    for direction, cells in rays:
+        for distance, (x, y) in enumerate(cells, start=1):
+            if kinds[x][y] in (_UNSEEN, _EMPTY):
+                continue
+            if kinds[x][y] == _WALL:
+                lines.append(f"You see a wall {_steps(distance, direction)}")
+            break  # the first thing on the line hides any wall behind it
+    for x in range(size):
+        for y in range(size):
+            kind = kinds[x][y]
+            if kind in (_UNSEEN, _EMPTY, _WALL) or (x, y) == (agent_x, agent_y):
+                continue
+            colour = IDX_TO_COLOR[int(image[x, y, 1])]
+            state = f"{DOOR_STATES[int(image[x, y, 2])]} " if kind == "door" else ""
+            where = relative_position(x - agent_x, agent_y - y)
+            lines.append(f"You see a {state}{colour} {kind} {where}")
+    return lines
 
 
 class MiniGridTextEnv(TextEnv):
     """Any MiniGrid/BabyAI level as a text env: the mission is the task, the agent's 7x7 view is
-    described in words each turn, actions are words (`turn left`, `turn right`, `go forward`,
-    `pick up`, `drop`, `toggle`, `done`). Reward and success are MiniGrid's (success: the episode
-    terminated with a positive reward); the level's own step limit truncates episodes.
+    described each turn as BabyAI-Text describes it (`describe_view`, one sentence a line), actions
+    are words (`turn left`, `turn right`, `go forward`, `pick up`, `drop`, `toggle`, `done`). Reward
+    and success are MiniGrid's (success: the episode terminated with a positive reward); the level's
+    own step limit truncates episodes.
+
+    `extra_lines=True` adds TurnGym's own first line to each step: what the action did ("You go
+    forward.", "You can't go forward: a red ball blocks the way.", "The blue door is locked: you need
+    the blue key.") and "Mission complete!" at the end. Off by default: BabyAI-Text (and BALROG, which
+    shows its descriptions) gives the view only, and a policy trained or prompted on either sees the
+    same text here.
 
     Levels are procedural: a level seed drawn from the env seed (even seeds train, odd seeds test)
     seeds MiniGrid's `reset`. The expert (BabyAI levels only) is minigrid's BabyAI bot, replanned
@@ -122,13 +121,16 @@ class MiniGridTextEnv(TextEnv):
         "the MiniGrid mission was completed (MiniGrid ended the episode with a positive reward)"
     )
 
-    def __init__(self, env_id: str = "BabyAI-GoToLocal-v0", render_mode: str | None = None) -> None:
+    def __init__(
+        self, env_id: str = "BabyAI-GoToLocal-v0", extra_lines: bool = False, render_mode: str | None = None
+    ) -> None:
         super().__init__(render_mode=render_mode)
         require("minigrid", "minigrid", f"the MiniGrid text env ({env_id})")
         ids = [i for i in gymnasium.registry if i.startswith(("MiniGrid-", "BabyAI-"))]
         if env_id not in ids:
             raise ValueError(f"unknown MiniGrid/BabyAI env_id {env_id!r}.{did_you_mean(env_id, ids)}")
         self.env_id = env_id
+        self.extra_lines = extra_lines
         self.inner = gymnasium.make(env_id).unwrapped
         self.level_seed = -1
         self.steps = 0
@@ -144,7 +146,7 @@ class MiniGridTextEnv(TextEnv):
     def instructions(self) -> str:
         return (
             "You are an agent in a grid world of rooms with walls, doors, keys, balls and boxes. Each turn "
-            "I describe what you see in front of you (positions in steps ahead and to your left or right; "
+            "I describe what you see in front of you (positions in steps forward and to your left or right; "
             "you cannot see behind you or through walls). Complete the mission. Reply with exactly one "
             "action per turn: turn left, turn right, go forward, pick up (the object right in front of "
             "you), drop (in front of you), toggle (open, close or unlock the door in front of you; "
@@ -161,15 +163,15 @@ class MiniGridTextEnv(TextEnv):
         self.done = self.won = False
         self.bot, self._bot_step, self._bot_action, self._last_action = None, -1, None, None
         mission = str(obs["mission"])
-        observation = f"Mission: {mission}.\n{self._describe()}"
+        observation = f"Mission: {mission}.\n{self._describe()}".rstrip("\n")
         info = {**level_info(mission, self.env_id, self.level_seed, self.env_id), **self._state_info()}
         self.last_observation = observation
         return observation, info
 
     def _describe(self) -> str:
         carrying = self.inner.carrying
-        held = f"a {carrying.color} {carrying.type}" if carrying is not None else None
-        return describe_view(self.last_image, held)
+        held = (carrying.color, carrying.type) if carrying is not None else None
+        return "\n".join(describe_view(self.last_image, held))
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         check_step_order(started=self.level_seed >= 0, done=self.done)
@@ -178,7 +180,7 @@ class MiniGridTextEnv(TextEnv):
             observation = (
                 f"I don't understand {quote_action(action)}. Reply with one of: {', '.join(ACTIONS)}.\n"
                 f"{self._describe()}"
-            )
+            ).rstrip("\n")
             info = {"valid_action": False, **self._state_info()}
             self.last_observation = observation
             return observation, 0.0, False, False, info
@@ -189,12 +191,14 @@ class MiniGridTextEnv(TextEnv):
         self._last_action = index
         self.won = bool(terminated and reward > 0)
         self.done = bool(terminated or truncated)
-        feedback = self._feedback(index, before)
-        if self.won:
-            feedback += " Mission complete!"
-        elif terminated:
-            feedback += " The mission failed."
-        observation = f"{feedback}\n{self._describe()}"
+        observation = self._describe()
+        if self.extra_lines:
+            feedback = self._feedback(index, before)
+            if self.won:
+                feedback += " Mission complete!"
+            elif terminated:
+                feedback += " The mission failed."
+            observation = f"{feedback}\n{observation}".rstrip("\n")
         info = {"valid_action": True, **self._state_info()}
         self.last_observation = observation
         return observation, float(reward), bool(terminated), bool(truncated), info

@@ -62,8 +62,8 @@ def parse_goal(feedback: str) -> str:
 
 
 def translate_command(command: str, admissible: list[str]) -> str | None:
-    """The admissible game command for `command`: placing is `put X in/on Y` in older ALFWorld
-    releases and `move X to Y` in newer ones, and both spellings are accepted for either."""
+    """The admissible game command for `command`: placing is `move X to Y` since ALFWorld 0.4.0
+    (alfred.twl2, action PutObject) and `put X in/on Y` before; both spellings are accepted for either."""
     if command in admissible:
         return command
     match = _PUT.match(command) or _MOVE.match(command)
@@ -124,7 +124,7 @@ class ALFWorldEnv(TextWorldGameEnv):
         return (
             "You are in a household (ALFWorld). Complete the task given in the first observation. "
             "Reply with exactly one command per turn:\n"
-            "  go to X | open X | close X | take X from Y | put X in/on Y (or move X to Y)\n"
+            "  go to X | open X | close X | take X from Y | move X to Y (or put X in/on Y)\n"
             "  clean X with Y | heat X with Y | cool X with Y | use X | examine X | inventory | look\n"
             "Use the numbered names from the observations (e.g. mug 2, countertop 1)."
         )

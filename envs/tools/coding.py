@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import re
-import secrets
 from typing import NamedTuple
 
+from turngym.envs.tools.judge import passes_hidden_tests
 from turngym.envs.tools.sandbox import SandboxLimits, SandboxUnavailableError, run_python, sandbox_problem
 from turngym.tools import TaskTable, ToolCall, ToolEnv, ToolTask, split_indices
 
@@ -138,11 +138,12 @@ def _task_table() -> TaskTable:
 
 class PythonEnv(ToolEnv):
     """Write a Python function; hidden asserts check it. `run_python` runs any code in the sandbox
-    (see `sandbox.py` and the README for what it protects); the final answer is the code, run with
-    the hidden tests in the same sandbox.
+    (see `sandbox.py` and the README for what it protects); the final answer is the code, served
+    from the sandbox to the hidden tests, which run outside it (`judge.py`): the code can neither
+    read them nor forge their verdict.
 
-    Needs Linux with root or unprivileged user namespaces; elsewhere the constructor raises
-    `SandboxUnavailableError` saying why."""
+    Needs Linux with root or unprivileged user namespaces and bubblewrap (`bwrap`); elsewhere the
+    constructor raises `SandboxUnavailableError` saying why."""
 
     description = (
         "Write the Python function the task asks for. `run_python` runs code in a sandbox (Python "
@@ -161,6 +162,19 @@ class PythonEnv(ToolEnv):
             raise SandboxUnavailableError(f"turngym/Python-v0 cannot run here: {problem}")
         self.limits = limits or SandboxLimits()
         self.description = type(self).description.format(cpu=self.limits.cpu_seconds)
+        self.sandbox_error: str | None = None  # why the sandbox could not start in this step
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
+        """As `ToolEnv.step`; a sandbox that cannot start (the host is out of processes, ...) is
+        said in the observation and in `info["sandbox_error"]`, never raised."""
+        self.sandbox_error = None
+        observation, reward, terminated, truncated, info = super().step(action)
+        if self.sandbox_error is not None:
+            info["sandbox_error"] = self.sandbox_error
+            if info.get("tool") == "submit":
+                observation += f" (The hidden tests could not run: {self.sandbox_error})"
+                self.last_observation = observation
+        return observation, reward, terminated, truncated, info
 
     def task_table(self) -> TaskTable:
         return _task_table()
@@ -171,7 +185,11 @@ class PythonEnv(ToolEnv):
         Args:
             code: A complete Python program; print what you want to see.
         """
-        return run_python(strip_code_fence(code), self.limits).describe(self.limits)
+        try:
+            return run_python(strip_code_fence(code), self.limits).describe(self.limits)
+        except SandboxUnavailableError as exc:  # e.g. the host ran out of processes: feedback, not a crash
+            self.sandbox_error = str(exc)
+            return f"The sandbox could not start this run: {exc}"
 
     def submit(self, answer: str) -> str:
         """Submit your solution; hidden tests check it and the episode ends.
@@ -182,11 +200,11 @@ class PythonEnv(ToolEnv):
         return answer
 
     def check(self, answer: str) -> bool:
-        """Run the code, then the hidden tests, in the sandbox; pass = the tests reach a marker the
-        code cannot know (a fresh random token), and the process exits 0."""
-        marker = f"tests passed {secrets.token_hex(8)}"
-        tests = PROBLEMS[self.task_index].tests
-        solution = strip_code_fence(answer)
-        program = f"exec(compile({solution!r}, '<solution>', 'exec'))\n{tests}\nprint({marker!r})\n"
-        result = run_python(program, self.limits)
-        return result.ok and result.stdout.rstrip().endswith(marker)
+        """The hidden tests, run here against the submitted function served from the sandbox.
+        A sandbox that cannot start fails the answer (and the step still returns)."""
+        problem = PROBLEMS[self.task_index]
+        try:
+            return passes_hidden_tests(strip_code_fence(answer), problem.name, problem.tests, self.limits)
+        except SandboxUnavailableError as exc:
+            self.sandbox_error = str(exc)
+            return False

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import re
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,26 +41,112 @@ def _authorizer(
     return sqlite3.SQLITE_DENY
 
 
+# Bounds on what one query may build in the host process. The progress handler below can stop a
+# query only between VM instructions, and one instruction may run long on a long value: at SQLite's
+# default 1 GB value cap `length(hex(zeroblob(499999999)))` took 9.5 s and 2.5 GB in one step, and
+# `trim(x, chars)` (O(len(x) * len(chars))) took 4.7 s on 100 KB values but 0.1 s on 20 KB ones.
+# The shipped tables' longest `group_concat` of a column is 3.3 KB and an observation shows 4,000
+# characters, so 20 KB per value loses nothing a question needs.
+MAX_VALUE_BYTES = 20_000  # SQLITE_LIMIT_LENGTH: longest string, blob or row a statement may build
+MAX_RESULT_BYTES = 1_000_000  # text and blobs of the fetched rows together
+_LIMITS = {
+    "SQLITE_LIMIT_LENGTH": MAX_VALUE_BYTES,
+    "SQLITE_LIMIT_SQL_LENGTH": 100_000,
+    "SQLITE_LIMIT_COLUMN": 100,  # result columns: bounds one row at 100 x MAX_VALUE_BYTES
+    "SQLITE_LIMIT_LIKE_PATTERN_LENGTH": 1_000,  # LIKE/GLOB cost len(value) x len(pattern) in one step
+}
+# printf/format's `%c` with a precision appends the character `precision` times, one call per
+# character even after the result passed the length limit (SQLite 3.40: `printf('%.*c', 2e9, 'a')`
+# runs about 20 s, past any progress handler); such a precision is refused before SQLite sees it.
+_PRINTF_SPEC = re.compile(r"%[-+ 0#,!]*(\d+|\*)?(?:\.(\d+|\*))?l{0,2}(.)", re.DOTALL)
+
+
+def _printf_guard(side: Callable[[], sqlite3.Connection]) -> Callable[..., Any]:
+    """SQLite's printf, run on `side()`; NULL (as SQLite gives for a result too long) where a `%c`
+    precision is over MAX_VALUE_BYTES."""
+
+    def printf(*args: Any) -> Any:
+        fmt = args[0] if args else None
+        fmt = fmt.decode("utf-8", "replace") if isinstance(fmt, bytes) else fmt
+        arg = 1  # the argument the next `*` or conversion takes
+        for match in _PRINTF_SPEC.finditer(fmt if isinstance(fmt, str) else ""):
+            width, precision, conversion = match.groups()
+            arg += width == "*"
+            if precision == "*":
+                precision = args[arg] if arg < len(args) else 0
+                arg += 1
+            if conversion == "c" and _magnitude(precision) > MAX_VALUE_BYTES:
+                return None
+            arg += conversion != "%"
+        return side().execute(f"SELECT printf({', '.join('?' * len(args))})", args).fetchone()[0]
+
+    return printf
+
+
+def _magnitude(value: Any) -> float:
+    """The largest |number| SQLite could read from a printf argument: its leading integer (what
+    SQLite 3.40 reads), or all of its text as a real (`'2e9'`), whichever is larger."""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    numbers = [0.0]
+    if leading := re.match(r"\s*[+-]?\d+", text):
+        numbers.append(float(leading.group()))
+    with contextlib.suppress(ValueError):
+        numbers.append(float(text))
+    return max(abs(n) for n in numbers if n == n)  # n == n drops NaN
+
+
+def _connect_read_only(database: Path | str) -> sqlite3.Connection:
+    uri = "file::memory:" if database == ":memory:" else f"{Path(database).resolve().as_uri()}?mode=ro"
+    db = sqlite3.connect(uri, uri=True)
+    if hasattr(db, "setlimit"):  # Python >= 3.11
+        for name, value in _LIMITS.items():
+            db.setlimit(getattr(sqlite3, name), value)
+    return db
+
+
 def run_query(
     database: Path, sql: str, max_rows: int = 50, timeout_s: float = 1.0
 ) -> tuple[list[str], list[tuple]]:
     """(column names, up to `max_rows` + 1 rows) of a read-only query; `ToolError` on any failure."""
-    db = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
+    db = _connect_read_only(database)
+    side: list[sqlite3.Connection] = []  # a plain connection for printf, opened only if needed
+
+    def side_db() -> sqlite3.Connection:
+        if not side:
+            side.append(_connect_read_only(":memory:"))
+        return side[0]
+
     try:
+        for name in ("printf", "format"):
+            db.create_function(name, -1, _printf_guard(side_db), deterministic=True)
         db.set_authorizer(_authorizer)
         deadline = time.monotonic() + timeout_s
         db.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
         try:
             cursor = db.execute(sql)
-            rows = cursor.fetchmany(max_rows + 1)
+            rows: list[tuple] = []
+            size = 0
+            while len(rows) <= max_rows and (row := cursor.fetchone()) is not None:
+                size += sum(len(v) for v in row if isinstance(v, (str, bytes)))
+                if size > MAX_RESULT_BYTES:
+                    raise ToolError(
+                        f"the result is over {MAX_RESULT_BYTES:,} bytes; select fewer rows or shorter values"
+                    )
+                rows.append(row)
         except sqlite3.Error as exc:
             if "interrupted" in str(exc):
                 raise ToolError(f"the query ran past the time limit of {timeout_s:g} s") from None
+            if "too big" in str(exc):
+                raise ToolError(
+                    f"SQLite: {exc} (a value may hold at most {MAX_VALUE_BYTES:,} bytes)"
+                ) from None
             raise ToolError(f"SQLite: {exc}") from None
         columns = [d[0] for d in cursor.description or ()]
         return columns, rows
     finally:
         db.close()
+        for connection in side:
+            connection.close()
 
 
 def format_rows(columns: list[str], rows: list[tuple], max_rows: int) -> str:

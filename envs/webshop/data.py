@@ -146,7 +146,9 @@ def load_human_goals(products: list[Product], human: dict[str, list[dict[str, An
                 continue
             limit, price_text = _price_text(product)
             options = ins.get("instruction_options") or []
-            values = tuple(options.values()) if isinstance(options, dict) else tuple(options)
+            by_name = isinstance(options, dict)
+            values = tuple(options.values()) if by_name else tuple(options)
+            names = tuple(options) if by_name else ()
             goals.append(
                 _goal(
                     product,
@@ -154,6 +156,8 @@ def load_human_goals(products: list[Product], human: dict[str, list[dict[str, An
                     goal_attributes,
                     values,
                     limit,
+                    names,
+                    by_name,
                 )
             )
     return goals
@@ -174,7 +178,7 @@ def load_synthetic_goals(products: list[Product], attributes: dict[str, Any]) ->
             option_text = f" with {option_text}" if option_text else ""
             text = f"{_clean(entry['instruction'])}{option_text}{price_text}"
             goals.append(
-                _goal(product, text, tuple(entry["instruction_attributes"]), combination, limit, names)
+                _goal(product, text, tuple(entry["instruction_attributes"]), combination, limit, names, True)
             )
     return goals
 
@@ -186,6 +190,7 @@ def _goal(
     values: tuple[str, ...],
     limit: float,
     option_names: list[str] | tuple[str, ...] = (),
+    options_by_name: bool = False,
 ) -> Goal:
     return Goal(
         asin=product.asin,
@@ -197,6 +202,7 @@ def _goal(
         product_category=product.product_category,
         name=product.name,
         option_names=tuple(option_names),
+        options_by_name=options_by_name,
     )
 
 

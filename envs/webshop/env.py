@@ -358,7 +358,8 @@ class WebShopEnv(TextEnv):
         names = goal.option_names or (None,) * len(goal.options)
         choices = []
         for name, value in zip(names, goal.options):
-            if name is None:  # real WebShop goals list values only: find the option that has this value
+            if value.lower() not in product.options.get(name, ()):  # real WebShop goals may list values
+                # only, or name them otherwise than the product does: find the option that has this value
                 name = next((n for n, values in product.options.items() if value.lower() in values), None)
             if name is not None and value.lower() in product.options.get(name, ()):
                 choices.append((name, value.lower()))

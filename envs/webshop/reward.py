@@ -1,18 +1,28 @@
-"""WebShop's purchase reward (Yao et al. 2022, `web_agent_site/engine/goal.py`), reproduced term by term.
+"""WebShop's purchase reward (Yao et al. 2022), equal to `get_reward` in `web_agent_site/engine/goal.py`
+on WebShop's master branch, term by term:
 
 R = r_type * (attribute matches + option matches + 1[price <= limit]) / (goal attributes + goal options + 1)
 
-- attribute match: a product attribute with fuzzy `token_set_ratio` > 85 against the goal attribute,
-  or the goal attribute appearing verbatim in the title, features or description;
-- option match (counted over the *purchased* options, as WebShop does): `size` must equal a goal
-  option; other options fuzzy-match one (> 85); failing that, the chosen value appearing in the
-  title, features or description counts. Values first go through WebShop's `normalize_color`;
-- r_type: 1, 0.5, 0.1 or 0 from query equality, shared category levels and title noun overlap.
+- attribute match (`get_attribute_reward`): for each goal attribute, a product attribute with fuzzy
+  `token_set_ratio` > 85, or the goal attribute appearing verbatim in the title, features or description;
+- option match (`get_option_reward`): for each *goal* option, any purchased option value with
+  `token_set_ratio` > 85, both sides first through `normalize_color` (web_agent_site/engine/normalize.py).
+  Every goal option counts at most once, so R never exceeds 1;
+- r_type (`get_type_reward`): 1, 0.5, 0.1 or 0 from query equality, shared category levels and title
+  noun overlap.
 
-Fuzzy scores are thefuzz's (what WebShop calls): code points 128-255 dropped, lower-cased, punctuation
-stripped, then rapidfuzz's `token_set_ratio`, rounded to an integer. WebShop tags title nouns with spaCy's
-`en_core_web_lg`; that model is a large download, so `title_nouns` keeps the content words of a title
-(no stopwords, numbers or common adjectives), which is what NOUN/PROPN tags keep on product titles.
+Fuzzy scores are thefuzz's `token_set_ratio` with its defaults (`force_ascii=True, full_process=True`):
+code points 128-255 dropped, then rapidfuzz's `default_process` (lower case, non-alphanumerics to spaces,
+trimmed), then rapidfuzz's `token_set_ratio`, rounded to an integer; thefuzz >= 0.20 is exactly this
+wrapper around rapidfuzz (tests/envs/test_webshop_reward.py checks it against thefuzz itself). WebShop's
+requirements.txt pins thefuzz 0.19.0, which without python-Levenshtein scores with difflib: measured once
+on the built-in catalog, its raw scores differed on 7,308 of 24,964 attribute pairs and 966 of 18,225
+option pairs, but the > 85 decision the reward uses on none of them.
+
+The one deviation: WebShop tags title nouns with spaCy's `en_core_web_sm` (goal.py loads it; its
+setup.sh downloads `en_core_web_lg`). That model is not on PyPI, so `title_nouns` keeps the content words
+of a title (no stopwords, numbers or common adjectives), which is what NOUN/PROPN tags keep on product
+titles; r_type can differ from WebShop's where the two disagree.
 """
 
 from __future__ import annotations
@@ -27,10 +37,9 @@ from turngym.errors import require
 fuzz = require("rapidfuzz.fuzz", "webshop", "WebShop's reward")
 default_process = require("rapidfuzz.utils", "webshop", "WebShop's reward").default_process
 
-FUZZY_THRESHOLD = 85  # WebShop: a match needs a score above 85
-EXACT_MATCH_OPTIONS = ("size",)
+FUZZY_THRESHOLD = 85  # goal.py: `if score > 85` in get_attribute_reward and get_option_reward
 
-# WebShop's normalize_color list: an option value becomes the first of these it contains.
+# normalize.py's COLOR_SET, in its order: an option value becomes the first of these it contains.
 _COLORS = (
     "alabaster apricot aqua ash asphalt azure banana beige black blue blush bordeaux bronze brown "
     "burgundy camel camo caramel champagne charcoal cheetah chestnut chocolate christmas coffee cognac "
@@ -88,15 +97,20 @@ class RewardBreakdown:
 _LATIN1 = dict.fromkeys(range(128, 256))  # thefuzz's force_ascii drops exactly these code points
 
 
-def fuzzy_score(a: str, b: str) -> int:
-    """thefuzz's `token_set_ratio(a, b)`: Latin-1 letters dropped, default processing, rounded."""
-    return round(
-        fuzz.token_set_ratio(default_process(a.translate(_LATIN1)), default_process(b.translate(_LATIN1)))
-    )
+GoalOption = str | tuple[str, str]  # a value, or a (name, value) pair where WebShop's goal_options is a dict
 
 
-def normalize_color(value: str) -> str:
-    """WebShop's `normalize_color`: the first colour word the value contains, else the value."""
+def fuzzy_score(a: GoalOption, b: GoalOption) -> int:
+    """thefuzz's `token_set_ratio(a, b)` with its defaults: `str()` of each side (thefuzz's force_ascii
+    does this, so a (name, value) pair is compared as its repr), code points 128-255 dropped, rapidfuzz's
+    `default_process`, rapidfuzz's `token_set_ratio`, rounded half to even as `int(round(...))` is."""
+    processed = [default_process(str(s).translate(_LATIN1)) for s in (a, b)]
+    return round(fuzz.token_set_ratio(*processed))
+
+
+def normalize_color(value: GoalOption) -> GoalOption:
+    """normalize.py's `normalize_color`: the first colour word the value contains, else the value. On a
+    (name, value) pair `in` tests the elements, so only an exact colour name or value is replaced."""
     for color in COLOR_SET:
         if color in value:
             return color
@@ -144,7 +158,8 @@ def _in_text(value: str, product: Product) -> bool:
 
 
 def attribute_matches(purchased: Product, goal: Goal) -> int:
-    """How many goal attributes the product has (fuzzy over its attributes, else verbatim in its text)."""
+    """goal.py's `get_attribute_reward` count: goal attributes the product has (fuzzy over its
+    attributes, else verbatim in its title, features or description)."""
     matches = 0
     for goal_attribute in goal.attributes:
         if any(fuzzy_score(p, goal_attribute) > FUZZY_THRESHOLD for p in purchased.attributes) or _in_text(
@@ -154,30 +169,36 @@ def attribute_matches(purchased: Product, goal: Goal) -> int:
     return matches
 
 
-def option_matches(purchased: Product, goal_options: tuple[str, ...], chosen: dict[str, str]) -> int:
-    """How many chosen options match a goal option (WebShop counts over the chosen ones)."""
-    goal_values = [normalize_color(o) for o in goal_options]
-    matches = 0
-    for name, raw_value in chosen.items():
-        value = normalize_color(raw_value)
-        if name.lower() in EXACT_MATCH_OPTIONS:
-            matched = value in goal_values
-        else:
-            matched = any(fuzzy_score(g, value) > FUZZY_THRESHOLD for g in goal_values)
-        if matched or _in_text(value, purchased):
-            matches += 1
-    return matches
+def goal_options(goal: Goal) -> tuple[GoalOption, ...]:
+    """The goal options as goal.py's `get_reward` hands them to `get_option_reward`: the values, or
+    `goal_options.items()` where WebShop's goal_options is a dict (its synthetic goals)."""
+    if goal.options_by_name:
+        return tuple(zip(goal.option_names, goal.options, strict=True))
+    return goal.options
+
+
+def option_matches(goal_options: tuple[GoalOption, ...], purchased_options: list[str]) -> int:
+    """goal.py's `get_option_reward` count: goal options that some purchased option value matches
+    (token_set_ratio > 85 after normalize_color on both sides); each goal option counts at most once."""
+    purchased = [normalize_color(o) for o in purchased_options]
+    return sum(
+        any(fuzzy_score(p, g) > FUZZY_THRESHOLD for p in purchased)
+        for g in map(normalize_color, goal_options)
+    )
 
 
 def webshop_reward(purchased: Product, goal: Goal, price: float, chosen: dict[str, str]) -> RewardBreakdown:
-    """WebShop's reward for buying `purchased` at `price` with `chosen` options (name -> value)."""
+    """goal.py's `get_reward` for buying `purchased` at `price` with `chosen` options (name -> value)."""
     r_type, query_match, category_match, title_score = type_reward(purchased, goal)
     num_attr = attribute_matches(purchased, goal)
-    num_option = option_matches(purchased, goal.options, chosen)
+    num_option = option_matches(goal_options(goal), list(chosen.values()))
+    # goal.py: r_price is None where price_upper <= 0, which its sum cannot add; limits here are > 0
     r_price = price <= goal.price_upper
     total = (num_attr + num_option + int(r_price)) / (len(goal.attributes) + len(goal.options) + 1)
+    reward = total * r_type
+    assert 0.0 <= reward <= 1.0, f"reward {reward} outside [0, 1] for {goal.asin}"
     return RewardBreakdown(
-        reward=total * r_type,
+        reward=reward,
         r_type=r_type,
         query_match=query_match,
         category_match=category_match,

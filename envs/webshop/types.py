@@ -46,3 +46,6 @@ class Goal:
     product_category: str
     name: str
     option_names: tuple[str, ...] = field(default=())  # the option each value belongs to, where known
+    # WebShop's goal_options was a dict (its synthetic goals, some human ones): goal.py's get_reward then
+    # matches its (name, value) items, not the bare values (see reward.goal_options)
+    options_by_name: bool = False

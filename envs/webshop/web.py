@@ -1,13 +1,16 @@
 """Serve an env's HTML pages on localhost so a person can play it in a browser (`turngym play ID --web`).
 
-Standard library only (`http.server`): one episode at a time, one request at a time (the env is not
-thread-safe), bounded request bodies. Any env with an "html" render mode works; WebShop has one."""
+Standard library only (`http.server`): one episode at a time; each connection has its own thread (an
+idle browser tab must not block another) and a lock lets one request at a time touch the env (it is
+not thread-safe); request bodies are bounded. Any env with an "html" render mode works; WebShop has one."""
 
 from __future__ import annotations
 
 import html
+import sys
+import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -22,6 +25,7 @@ class PlaySession:
     def __init__(self, env_id: str, seed: int = 0, options: dict[str, Any] | None = None) -> None:
         self.env = turngym.make(env_id, render_mode="html")
         self.env_id, self.seed, self.options = env_id, seed, dict(options or {})
+        self.lock = threading.Lock()  # held by the request that reads or steps the env
         self.new_episode(first=True)
 
     def new_episode(self, first: bool = False) -> None:
@@ -61,7 +65,8 @@ def _handler(session: PlaySession) -> type[BaseHTTPRequestHandler]:
             if self.path != "/":
                 self.send_error(HTTPStatus.NOT_FOUND)
                 return
-            body = session.page().encode("utf-8")
+            with session.lock:
+                body = session.page().encode("utf-8")
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Type", "text/html; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
@@ -69,18 +74,25 @@ def _handler(session: PlaySession) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if self.path != "/" or length > MAX_BODY_BYTES or length < 0:
-                code = HTTPStatus.NOT_FOUND if self.path != "/" else HTTPStatus.REQUEST_ENTITY_TOO_LARGE
-                self.send_error(code)
+            if self.path != "/":
+                self.send_error(HTTPStatus.NOT_FOUND)
+                return
+            length_header = (self.headers.get("Content-Length") or "0").strip()
+            if not (length_header.isascii() and length_header.isdigit()):  # 400, not a traceback
+                self.send_error(HTTPStatus.BAD_REQUEST, "Content-Length must be a whole number of bytes")
+                return
+            length = int(length_header)
+            if length > MAX_BODY_BYTES:
+                self.send_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
                 return
             form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"), keep_blank_values=True)
-            if "new" in form:
-                session.new_episode()
-            elif "action" in form:
-                session.act(form["action"][0])
-            elif "search" in form:
-                session.act(f"search[{form['search'][0]}]")
+            with session.lock:
+                if "new" in form:
+                    session.new_episode()
+                elif "action" in form:
+                    session.act(form["action"][0])
+                elif "search" in form:
+                    session.act(f"search[{form['search'][0]}]")
             self.send_response(HTTPStatus.SEE_OTHER)  # post/redirect/get: reloading does not act twice
             self.send_header("Location", "/")
             self.send_header("Content-Length", "0")
@@ -92,9 +104,17 @@ def _handler(session: PlaySession) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def make_server(session: PlaySession, host: str = "127.0.0.1", port: int = 8000) -> HTTPServer:
-    """An HTTP server for `session` (port 0 picks a free port: `server.server_address[1]`)."""
-    return HTTPServer((host, port), _handler(session))
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):  # the browser went away mid-request
+            return
+        super().handle_error(request, client_address)
+
+
+def make_server(session: PlaySession, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
+    """An HTTP server for `session`, a (daemon) thread per connection (port 0 picks a free port:
+    `server.server_address[1]`)."""
+    return _Server((host, port), _handler(session))
 
 
 def serve(

@@ -6,7 +6,7 @@ import pytest
 
 import turngym
 from turngym.agents import ExpertAgent, RandomAgent
-from turngym.envs.household.catalog import TASK_TYPES
+from turngym.envs.household.catalog import CLEAN, COOL, HOT, SLICED, TASK_TYPES
 from turngym.envs.household.env import NOTHING, HouseholdEnv
 from turngym.envs.household.world import HouseConfig, make_world
 
@@ -150,12 +150,12 @@ def test_every_command_of_the_grammar():
     _do(env, f"cool {name} with {microwave}", valid=False)
     _do(env, f"go to {fridge}")
     assert _do(env, f"cool {name} with {fridge}")[0] == f"You cool the {name} using the {fridge}."
-    assert _do(env, f"examine {name}")[0] == f"This is a cool {name}."
+    assert _do(env, f"examine {name}")[0] == f"This is a cold {name}."
     _do(env, f"go to {sink}")
     obs, *_ = _do(env, f"clean {name} with {sink}")
     assert obs == f"You clean the {name} using the {sink}."
     assert _do(env, f"examine {name}")[0] == f"This is a cool and clean {name}."
-    assert _do(env, f"put {name} in {sink}")[0] == f"You put the {name} in/on the {sink}."
+    assert _do(env, f"put {name} in {sink}")[0] == f"You move the {name} to the {sink}."  # old spelling
     assert env.held == -1 and f"a {name}" in _do(env, f"examine {sink}")[0]
     _do(env, f"take {name} from {sink}")
     assert _do(env, f"move {name} to {sink}")[0] == f"You move the {name} to the {sink}."
@@ -171,11 +171,23 @@ def test_use_lamp_and_look_at_object_in_light():
     _do(env, f"go to {lamp_home}")
     assert _do(env, f"examine {lamp_name}")[0] == f"This {lamp_name} is off."
     assert _do(env, f"use {lamp_name}")[0] == f"You turn on the {lamp_name}."
-    assert _do(env, f"use {lamp_name}")[0] == f"You turn off the {lamp_name}."
+    # ALFWorld's ToggleObject only ever adds isToggled: using the lamp again leaves it on.
+    assert _do(env, f"use {lamp_name}")[0] == f"You turn on the {lamp_name}."
+    assert _do(env, f"examine {lamp_name}")[0] == f"This {lamp_name} is on."
     _do(env, f"take {lamp_name} from {lamp_home}", valid=False)  # lamps stay put
     while not env.done:  # the expert finishes: hold the target at the lamp, lamp on
         *_, info = _do(env, env.expert_action())
     assert info["success"] and info["progress"] == 1.0
+
+
+def test_lamps_switch_only_in_the_task_that_needs_them():
+    env = _find("pick_and_place", lambda env: bool(env.world.lamps), rooms=2)
+    lamp = env.world.lamps[0]
+    name, home = env.world.obj_names[lamp], env.world.recep_names[env.where[lamp]]
+    _do(env, f"go to {home}")
+    assert f"use {name}" not in env.admissible_actions()
+    _do(env, f"use {name}", valid=False)
+    assert _do(env, f"examine {name}")[0] == f"There's nothing special about {name}."
 
 
 def test_slice_with_a_knife():
@@ -213,24 +225,26 @@ def test_invalid_actions_never_raise(action):
     assert (obs, reward, terminated, info["valid_action"]) == (NOTHING, 0.0, False, False)
 
 
-def test_admissible_actions_are_all_valid_and_follow_place_verb():
-    env = HouseholdEnv(place_verb="move")
+@pytest.mark.parametrize(("place_verb", "other"), [("move", "put"), ("put", "move")])
+def test_admissible_actions_are_all_valid_and_follow_place_verb(place_verb, other):
+    env = HouseholdEnv(place_verb=place_verb)
     _, info = env.reset(seed=3)
     rng = random.Random(0)
-    seen_move = False
-    for _ in range(200):
+    seen_place = False
+    for _ in range(100):
         snapshot = env.get_state()
         for action in info["admissible_actions"]:
             env.set_state(snapshot)
             *_, step_info = env.step(action)
             assert step_info["valid_action"], action
-            seen_move |= action.startswith("move ")
-            assert not action.startswith("put ")
+            seen_place |= action.startswith(f"{place_verb} ")
+            assert not action.startswith(f"{other} ")
+        assert ("help" in info["admissible_actions"]) == (place_verb == "move")  # help: ALFWorld 0.4.0+
         env.set_state(snapshot)
         _, _, terminated, _, info = env.step(rng.choice(info["admissible_actions"]))
         if terminated:
             _, info = env.reset(seed=rng.randint(0, 10**6))
-    assert seen_move
+    assert seen_place
 
 
 def test_dense_reward_sums_to_one_along_the_expert():
@@ -269,3 +283,110 @@ def test_bad_arguments_are_one_line_errors():
         env.reset(options={"task_id": "keydoor5-0001"})
     with pytest.raises(ValueError, match="not this env's"):
         env.reset(options={"task_id": "r3c14d10-train-pick_and_place-1"})
+
+
+# A worked example, each answer derived by hand from ALFWorld's grammar (alfworld/data/alfred.twl2)
+# for the current release (0.4.0 and later) and, where they differ, for the earlier ones (`put`).
+WORKED_TASK = "r1c6d3-train-pick_cool_then_place-34"  # potato 1 in the closed fridge 1, mug 1 in microwave 1
+WORKED_EXAMPLE = [
+    # (command, current release, earlier releases when different)
+    (
+        "go to fridge 1",
+        "You arrive at fridge 1. The fridge 1 is closed.",
+        "You arrive at loc 12. The fridge 1 is closed.",
+    ),
+    ("open fridge 1", "You open the fridge 1. The fridge 1 is open. In it, you see a potato 1.", None),
+    ("take potato 1 from fridge 1", "You pick up the potato 1 from the fridge 1.", None),
+    ("examine potato 1", "There's nothing special about potato 1.", None),
+    ("cool potato 1 with fridge 1", "You cool the potato 1 using the fridge 1.", None),
+    ("examine potato 1", "This is a cold potato 1.", None),  # iscool alone: "cold"
+    (
+        "go to sinkbasin 1",
+        "You arrive at sinkbasin 1. On the sinkbasin 1, you see nothing.",
+        "You arrive at loc 2. On the sinkbasin 1, you see nothing.",
+    ),
+    ("clean potato 1 with sinkbasin 1", "You clean the potato 1 using the sinkbasin 1.", None),
+    ("examine potato 1", "This is a cool and clean potato 1.", None),  # with clean: "cool"
+    (
+        "go to microwave 1",
+        "You arrive at microwave 1. The microwave 1 is closed.",
+        "You arrive at loc 10. The microwave 1 is closed.",
+    ),
+    ("open microwave 1", "You open the microwave 1. The microwave 1 is open. In it, you see a mug 1.", None),
+    ("examine mug 1", "This is a normal mug 1. In it, you see nothing.", None),  # a receptacle object
+    ("heat potato 1 with microwave 1", "You heat the potato 1 using the microwave 1.", None),
+    ("examine potato 1", "This is a hot and clean potato 1.", None),  # heating removes iscool
+    (
+        "go to fridge 1",
+        "You arrive at fridge 1. The fridge 1 is open. In it, you see nothing.",
+        "You arrive at loc 12. The fridge 1 is open. In it, you see nothing.",
+    ),
+    ("cool potato 1 with fridge 1", "You cool the potato 1 using the fridge 1.", None),
+    (
+        "go to diningtable 1",
+        "You arrive at diningtable 1. On the diningtable 1, you see a lettuce 1.",
+        "You arrive at loc 11. On the diningtable 1, you see a lettuce 1.",
+    ),
+    ("inventory", "You are carrying: a potato 1.", None),
+    (
+        "move potato 1 to diningtable 1",
+        "You move the potato 1 to the diningtable 1.",
+        "You put the potato 1 in/on the diningtable 1.",
+    ),
+]
+
+
+@pytest.mark.parametrize("place_verb", ["move", "put"])
+def test_worked_example_matches_alfworld_text_of_each_release(place_verb):
+    env = HouseholdEnv(receptacles=6, distractors=3, place_verb=place_verb)
+    obs, info = env.reset(options={"task_id": WORKED_TASK})
+    assert obs.endswith("Your task is to: cool some potato and put it in diningtable.")  # goal_library.py
+    for command, current, earlier in WORKED_EXAMPLE:
+        expected = earlier if place_verb == "put" and earlier else current
+        observation, reward, terminated, _, info = env.step(command)
+        assert (command, observation) == (command, expected)
+    assert reward == 1.0 and terminated and info["success"]
+
+
+def test_default_is_the_current_alfworld_release_and_both_spellings_are_understood():
+    env = HouseholdEnv(receptacles=6, distractors=3)
+    assert env.place_verb == "move"
+    env.reset(options={"task_id": WORKED_TASK})
+    for command, *_ in WORKED_EXAMPLE[:3]:
+        env.step(command)
+    assert "move potato 1 to fridge 1" in env.admissible_actions()
+    assert _do(env, "put potato 1 in/on fridge 1")[0] == "You move the potato 1 to the fridge 1."
+    help_answer = _do(env, "help")[0]
+    assert "  move (object) to (receptacle):" in help_answer and "put (object)" not in help_answer
+    old = HouseholdEnv(receptacles=6, distractors=3, place_verb="put")
+    old.reset(options={"task_id": WORKED_TASK})
+    for command, *_ in WORKED_EXAMPLE[:3]:
+        old.step(command)
+    assert _do(old, "move potato 1 to fridge 1")[0] == "You put the potato 1 in/on the fridge 1."
+    _do(old, "help", valid=False)  # no help action before ALFWorld 0.4.0
+
+
+def test_examine_follows_alfworld_rules_for_every_state():
+    env = HouseholdEnv(receptacles=6, distractors=3)
+    env.reset(options={"task_id": WORKED_TASK})
+    potato, mug = env.world.obj_index["potato 1"], env.world.obj_index["mug 1"]
+    env.held = potato  # examine answers for what the agent holds
+    cases = {
+        0: "There's nothing special about potato 1.",
+        CLEAN: "This is a clean potato 1.",
+        HOT: "This is a hot potato 1.",
+        COOL: "This is a cold potato 1.",
+        HOT | CLEAN: "This is a hot and clean potato 1.",
+        COOL | CLEAN: "This is a cool and clean potato 1.",
+        SLICED: "This is a sliced potato 1.",
+        CLEAN | SLICED: "This is a clean sliced potato 1.",
+        HOT | SLICED: "This is a hot sliced potato 1.",
+        COOL | SLICED: "This is a cool sliced potato 1.",
+        HOT | CLEAN | SLICED: "This is a hot and clean sliced potato 1.",
+        COOL | CLEAN | SLICED: "This is a cool and clean sliced potato 1.",
+    }
+    for props, expected in cases.items():
+        env.props[potato] = props
+        assert env._describe_object(potato) == expected
+    env.props[mug] = HOT | CLEAN
+    assert env._describe_object(mug) == "This is a normal mug 1. In it, you see nothing."

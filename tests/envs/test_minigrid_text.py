@@ -11,11 +11,14 @@ from turngym.errors import MissingDependencyError
 
 pytest.importorskip("minigrid")
 
+import numpy as np
+from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX
 from minigrid.core.world_object import Ball, Box, Door, Key
 
 from turngym.envs.minigrid.text import (
     ACTIONS,
     MiniGridTextEnv,
+    describe_view,
     parse_action,
     relative_position,
 )
@@ -23,9 +26,9 @@ from turngym.envs.minigrid.text import (
 BOT_LEVELS = ("BabyAI-GoToLocal-v0", "BabyAI-PickupLoc-v0", "BabyAI-OpenDoor-v0", "BabyAI-PutNextLocal-v0")
 
 
-def _empty_room(agent=(1, 1), direction=0) -> MiniGridTextEnv:
+def _empty_room(agent=(1, 1), direction=0, extra_lines=False) -> MiniGridTextEnv:
     """An 8x8 empty room (walls all round) with the agent at `agent` facing `direction` (0 = east)."""
-    env = MiniGridTextEnv("MiniGrid-Empty-8x8-v0")
+    env = MiniGridTextEnv("MiniGrid-Empty-8x8-v0", extra_lines=extra_lines)
     env.reset(seed=0)
     env.inner.grid.set(6, 6, None)  # remove the goal square
     env.inner.agent_pos, env.inner.agent_dir = agent, direction
@@ -37,43 +40,110 @@ def _view(env: MiniGridTextEnv) -> str:
     return env._describe()
 
 
+# Expected texts below are derived by hand from BabyAI-Text's describer (flowersteam/
+# Grounding_LLMs_with_online_RL, babyai-text/gym-minigrid/gym_minigrid/minigrid.py, gen_graph):
+# carried object first, then the first wall forward / left / right, then objects column by column
+# from the left and far to near, positions as "N step(s) left|right [and M step(s) forward]".
+
+
 def test_description_matches_a_hand_made_layout():
-    env = _empty_room(agent=(1, 1), direction=0)  # facing east: ahead is +x, right is +y
+    env = _empty_room(agent=(1, 1), direction=0)  # facing east: forward is +x, right is +y
     env.inner.grid.set(3, 1, Ball("red"))
     env.inner.grid.set(2, 2, Key("blue"))
     env.inner.grid.set(4, 3, Door("yellow", is_locked=True))
     assert _view(env) == (
-        "In front of you: open floor.\n"
-        "There is a wall directly to your left.\n"
-        "You see: a blue key, 1 step ahead and 1 step to the right; a red ball, 2 steps ahead; "
-        "a locked yellow door, 3 steps ahead and 2 steps to the right.\n"
-        "You carry: nothing."
+        "You see a wall 1 step left\n"  # y = 0; forward, the ball hides the wall at x = 7
+        "You see a red ball 2 steps forward\n"
+        "You see a blue key 1 step right and 1 step forward\n"
+        "You see a locked yellow door 2 steps right and 3 steps forward"
     )
 
 
-def test_description_of_walls_doors_and_carried_objects():
-    env = _empty_room(agent=(5, 3), direction=3)  # facing north, 2 cells below the top wall
-    env.inner.grid.set(5, 2, Door("green", is_open=False))
-    env.inner.grid.set(4, 3, Box("purple"))
+def test_walls_beside_at_any_distance_and_the_carried_object():
+    env = _empty_room(agent=(3, 6), direction=3)  # facing north from the bottom row
     env.inner.carrying = Key("green")
     assert _view(env) == (
-        "In front of you: a closed green door.\n"
-        "You see: a purple box, 1 step to the left of you.\n"
-        "You carry: a green key."
+        "You carry a green key\n"
+        "You see a wall 6 steps forward\n"  # y = 0
+        "You see a wall 3 steps left"  # x = 2 and 1 are floor, x = 0 the wall; x = 7 is 4 away
     )
-    env.inner.grid.set(5, 2, None)
-    env.inner.agent_dir = 0  # east: the wall at x=7 is 2 steps ahead
-    assert _view(env).splitlines()[:2] == ["In front of you: open floor.", "There is a wall 2 steps ahead."]
+    env.inner.agent_pos = (4, 6)
+    assert _view(env) == "You carry a green key\nYou see a wall 6 steps forward\nYou see a wall 3 steps right"
+    env.inner.agent_pos = (3, 6)
+    env.inner.grid.set(2, 6, Box("purple"))  # hides the left wall
+    env.inner.grid.set(3, 3, Door("green", is_open=True))  # hides the wall ahead
+    assert _view(env) == (
+        "You carry a green key\n"
+        "You see a purple box 1 step left\n"
+        "You see a open green door 3 steps forward"  # "a open": as the original writes it
+    )
 
 
-def test_actions_act_on_the_hand_made_layout():
-    env = _empty_room(agent=(1, 1), direction=0)
+def _image(cells: dict[tuple[int, int], tuple[str, str, int]], default: str = "empty") -> np.ndarray:
+    """A 7x7 view image: `cells` maps (x, y) to (type, colour, state), the rest is `default`."""
+    image = np.zeros((7, 7, 3), dtype=np.uint8)
+    image[:, :, 0] = OBJECT_TO_IDX[default]
+    for (x, y), (kind, colour, state) in cells.items():
+        image[x, y] = (OBJECT_TO_IDX[kind], COLOR_TO_IDX[colour], state)
+    return image
+
+
+def test_walls_are_found_past_unseen_cells_and_stop_at_the_first_object():
+    wall = ("wall", "grey", 0)
+    image = _image({(3, 1): wall, (0, 6): wall, (5, 6): ("ball", "red", 0), (6, 6): wall}, default="unseen")
+    assert describe_view(image) == [
+        "You see a wall 5 steps forward",  # past four unseen cells
+        "You see a wall 3 steps left",  # past two unseen cells
+        "You see a red ball 2 steps right",  # the ball hides the wall behind it
+    ]
+    assert describe_view(_image({}, default="unseen")) == []  # nothing seen, nothing said
+    assert describe_view(_image({})) == []  # open floor all round: an empty observation, as the original
+    assert describe_view(_image({}), ("blue", "ball")) == ["You carry a blue ball"]
+
+
+def test_worked_examples_on_fixed_seeds():
+    env = MiniGridTextEnv("BabyAI-GoToLocal-v0")
+    # Agent at (2, 1) facing east in an 8x8 room: wall at y = 0 (left); ahead the purple ball at
+    # (6, 1); grey ball (2, 3) to the right hides the wall there; green ball (5, 3); blue box (3, 4).
+    # Behind or too far aside (out of the 7x7 view): red key (1, 3), purple box (1, 5), red ball and
+    # yellow box (3, 6), (4, 6).
+    obs, info = env.reset(seed=3)
+    assert info["task_id"] == "BabyAI-GoToLocal-v0-1742692732"
+    assert obs == (
+        "Mission: go to the red ball.\n"
+        "You see a wall 1 step left\n"
+        "You see a purple ball 4 steps forward\n"
+        "You see a green ball 2 steps right and 3 steps forward\n"
+        "You see a grey ball 2 steps right\n"
+        "You see a blue box 3 steps right and 1 step forward"
+    )
+    # OpenDoor: agent at (9, 11) facing east in a 3x3 grid of rooms; walls at x = 14 (5 ahead) and
+    # y = 14 (3 to the right); the north wall y = 7 is 4 away, outside the view; doors in the walls.
+    obs, info = MiniGridTextEnv("BabyAI-OpenDoor-v0").reset(seed=0)
+    assert obs == (
+        "Mission: open the door behind you.\n"
+        "You see a wall 5 steps forward\n"
+        "You see a wall 3 steps right\n"
+        "You see a closed blue door 2 steps right and 5 steps forward\n"
+        "You see a closed red door 3 steps right and 1 step forward"
+    )
+    # PutNextLocal: after the bot picks up the grey box the agent stands at (3, 6) facing west.
+    env = MiniGridTextEnv("BabyAI-PutNextLocal-v0")
+    env.reset(seed=1)
+    for action in ("turn right", "go forward", "go forward", "pick up"):
+        assert env.expert_action() == action
+        obs, *_ = env.step(action)
+    assert obs == "You carry a grey box\nYou see a wall 3 steps forward\nYou see a wall 1 step left"
+
+
+def test_extra_lines_say_what_each_action_did():
+    env = _empty_room(agent=(1, 1), direction=0, extra_lines=True)
     env.inner.grid.set(2, 1, Ball("red"))
     env.last_image = env.inner.gen_obs()["image"]
     obs, _, _, _, info = env.step("go forward")
     assert obs.startswith("You can't go forward: a red ball blocks the way.") and info["valid_action"]
     obs, *_ = env.step("Pick up.")
-    assert obs.startswith("You pick up the red ball.") and "You carry: a red ball." in obs
+    assert obs.startswith("You pick up the red ball.\nYou carry a red ball\n")
     obs, *_ = env.step("pickup")
     assert obs.startswith("Your hands are full.")
     obs, *_ = env.step("go forward")
@@ -85,14 +155,18 @@ def test_actions_act_on_the_hand_made_layout():
 
 
 def test_toggle_unlocks_a_door_with_its_key():
-    env = _empty_room(agent=(3, 3), direction=0)
+    env = _empty_room(agent=(3, 3), direction=0, extra_lines=True)
     env.inner.grid.set(4, 3, Door("blue", is_locked=True))
     obs, *_ = env.step("toggle")
     assert obs.startswith("The blue door is locked: you need the blue key.")
     env.inner.carrying = Key("blue")
     obs, *_ = env.step("open the door")
     assert obs.startswith("You unlock and open the blue door.")
-    assert "In front of you: an open blue door." in obs.splitlines()
+    assert "You see a open blue door 1 step forward" in obs.splitlines()
+    plain = _empty_room(agent=(3, 3), direction=0)  # by default the view only, as BabyAI-Text
+    plain.inner.grid.set(4, 3, Door("blue", is_locked=True))
+    obs, *_ = plain.step("toggle")
+    assert obs == "You see a wall 3 steps left\nYou see a locked blue door 1 step forward"  # y = 0
 
 
 @pytest.mark.parametrize(
@@ -117,9 +191,9 @@ def test_action_words(text, expected):
 
 
 def test_relative_positions():
-    assert relative_position(1, 0) == "right in front of you"
-    assert relative_position(0, -2) == "2 steps to the left of you"
-    assert relative_position(3, 1) == "3 steps ahead and 1 step to the right"
+    assert relative_position(0, 1) == "1 step forward"
+    assert relative_position(-2, 0) == "2 steps left"
+    assert relative_position(1, 3) == "1 step right and 3 steps forward"
 
 
 @pytest.mark.parametrize("level", BOT_LEVELS)

@@ -3,6 +3,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import sys
+import time
 
 import pytest
 
@@ -10,12 +12,11 @@ import turngym
 from turngym.agents import ExpertAgent, RandomAgent
 from turngym.envs.tools import make_data
 from turngym.envs.tools.calc import CalcEnv, evaluate_expression
-from turngym.envs.tools.sandbox import sandbox_problem
 from turngym.envs.tools.searchqa import SearchQAEnv
-from turngym.envs.tools.sql import DATA_DIR, SQLEnv, run_query
+from turngym.envs.tools.sql import DATA_DIR, MAX_RESULT_BYTES, MAX_VALUE_BYTES, SQLEnv, run_query
 from turngym.tools import ToolCall, ToolError, check_answer, format_answer, parse_answer_set
 
-needs_sandbox = pytest.mark.skipif(sandbox_problem() is not None, reason=str(sandbox_problem()))
+needs_sandbox = pytest.mark.sandbox  # skips where the sandbox cannot start; fails instead in CI
 
 INVALID = (
     '{"name": "nope", "arguments": {}}',
@@ -201,6 +202,45 @@ def test_sql_introspection_row_and_time_limits():
         )
     )
     assert obs.splitlines()[-1] == "(only the first 3 rows are shown)"
+
+
+def _query_step(sql: str) -> tuple[str, dict]:
+    env = SQLEnv()
+    env.reset(seed=0)
+    obs, _, _, _, info = env.step(json.dumps({"name": "query", "arguments": {"sql": sql}}))
+    return obs, info
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="sqlite3's setlimit needs Python 3.11")
+def test_sql_long_values_are_refused_before_they_are_built():
+    # SQLite's default value cap (1 GB) let this run 9.5 s in one VM step and take 2.5 GB
+    obs, info = _query_step("SELECT length(hex(zeroblob(499999999)))")
+    assert obs.startswith("Error from `query`: SQLite: string or blob too big")
+    assert f"at most {MAX_VALUE_BYTES:,} bytes" in obs and info["valid_action"] is False
+
+
+def test_sql_results_are_bounded():
+    obs, info = _query_step(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+        "SELECT hex(randomblob(9000)), hex(randomblob(9000)) FROM c"
+    )
+    assert f"the result is over {MAX_RESULT_BYTES:,} bytes" in obs and info["valid_action"] is False
+
+
+def test_sql_printf_keeps_its_meaning_and_cannot_outrun_the_time_limit():
+    path = DATA_DIR / "company.sqlite"
+    _, rows = run_query(path, "SELECT format('%d %.*c|%5.2f %%', 3, 5, 'x', 2.5), printf('%.3c', 'y')")
+    assert rows == [("3 xxxxx| 2.50 %", "yyy")]
+    # SQLite 3.40 appends a %c precision one character at a time, past the progress handler:
+    # 2e9 characters ran about 20 s; like SQLite for any result too long, the answer is NULL
+    started = time.monotonic()
+    for sql in (
+        "SELECT printf('%.*c', 2000000000, 'a')",
+        "SELECT printf('%-3.2000000000c', 'a')",
+        "SELECT format(x'252E2A63', '2000000000', 'a')",  # the format as a blob, the precision as text
+    ):
+        assert run_query(path, sql)[1] == [(None,)], sql
+    assert time.monotonic() - started < 5.0  # the limit is 1 s a query
 
 
 # ------------------------------------------------------------------ calculator

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import html
 import http.client
+import itertools
 import json
 import threading
 import urllib.parse
@@ -19,7 +20,13 @@ from turngym.envs.webshop import search as search_module
 from turngym.envs.webshop.catalog import build_catalog
 from turngym.envs.webshop.data import load_webshop_data
 from turngym.envs.webshop.env import WebShopEnv
-from turngym.envs.webshop.reward import fuzzy_score, normalize_color, title_nouns, webshop_reward
+from turngym.envs.webshop.reward import (
+    fuzzy_score,
+    normalize_color,
+    option_matches,
+    title_nouns,
+    webshop_reward,
+)
 from turngym.envs.webshop.types import Goal, Product
 from turngym.envs.webshop.web import PlaySession, make_server
 
@@ -88,24 +95,24 @@ def test_attribute_found_in_text_counts():
     assert webshop_reward(product, _goal(), 9.99, {}).num_attr_matches == 2
 
 
-def test_size_must_match_exactly_other_options_fuzzily():
+def test_options_match_fuzzily_in_any_order():
+    # goal.py get_option_reward: token_set_ratio > 85, sizes included ("12 ounces" scores 94)
     goal = _goal(options=("12 ounce",))
-    assert fuzzy_score("12 ounce", "12 ounces") > 85
-    assert webshop_reward(_product(), goal, 9.99, {"size": "12 ounces"}).num_option_matches == 0
-    assert webshop_reward(_product(), goal, 9.99, {"weight": "12 ounces"}).num_option_matches == 1
+    assert fuzzy_score("12 ounce", "12 ounces") == 94
+    assert webshop_reward(_product(), goal, 9.99, {"size": "12 ounces"}).num_option_matches == 1
     # token order does not matter to token_set_ratio: "garlic chipotle" matches "chipotle garlic"
     assert (
         webshop_reward(_product(), _goal(), 9.99, {"flavor name": "garlic chipotle"}).num_option_matches == 1
     )
 
 
-def test_options_are_counted_over_the_chosen_ones_as_webshop_does():
-    # a chosen value found in the title counts even when no goal option names it (WebShop's quirk)
+def test_options_are_counted_over_the_goal_ones():
+    # a chosen value that no goal option names earns nothing, even where it appears in the title
     product = _product(name="Acme Sauce Bottle Smoky", options={"size": ("12 ounce",), "style": ("smoky",)})
     result = webshop_reward(
         product, _goal(options=("12 ounce",)), 9.99, {"size": "12 ounce", "style": "smoky"}
     )
-    assert result.num_option_matches == 2
+    assert result.num_option_matches == 1 and result.r_option == 1.0
 
 
 @pytest.mark.parametrize(
@@ -298,20 +305,25 @@ def test_determinism_and_snapshots():
     assert len(str(snapshot)) < 5_000  # the catalog and index stay out of snapshots
 
 
-def test_catalog_is_deterministic_and_options_are_distinguishable():
+def test_catalog_is_deterministic_and_only_near_miss_sizes_earn_option_credit():
     small = build_catalog(products_per_type=4)
     assert small.goals == build_catalog(products_per_type=4).goals
     catalog = WebShopEnv().catalog
     assert len(catalog.products) == 3600 and len(catalog.goals) == 7200
     assert len({p.asin for p in catalog.products}) == 3600 and len({p.name for p in catalog.products}) == 3600
+    wrong_pairs = credited = 0
     for product in catalog.products:
         text = " ".join((product.name, product.description, *product.bullet_points)).lower()
         for name, values in product.options.items():
-            for value in values:  # a wrong option never earns credit through the product's text
-                assert normalize_color(value) not in text, (product.asin, value)
-                others = tuple(v for v in values if v != value)
-                probe = webshop_reward(product, _goal(options=others, attributes=()), 0.0, {name: value})
-                assert probe.num_option_matches == 0, (product.asin, name, value, others)
+            for value, other in itertools.permutations(values, 2):
+                assert normalize_color(value) not in text, (product.asin, value)  # the text names no option
+                wrong_pairs += 1
+                if option_matches((other,), [value]):  # WebShop's fuzzy match credits a near-miss
+                    credited += 1
+                    assert name == "size", (product.asin, name, value, other)
+    # as on WebShop's data, near-miss sizes ("x-large" for "large", "pack of 12" for "pack of 24") earn
+    # option credit: 3,352 of the 34,314 (product, goal value, wrong value) triples (9.8%), the README's figure
+    assert (wrong_pairs, credited) == (34_314, 3_352)
 
 
 def test_html_render_and_web_server():
