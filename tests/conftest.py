@@ -1,4 +1,5 @@
-"""Shared test fixtures: a generic, injectable chain env; the `sandbox` marker's skip-or-fail rule."""
+"""Shared test fixtures: a generic, injectable chain env; a bandit in words (the trainer direction
+tests); the `sandbox` marker's skip-or-fail rule."""
 
 from __future__ import annotations
 
