@@ -1,4 +1,5 @@
-"""Shared test fixtures: a generic, injectable chain env; the `sandbox` marker's skip-or-fail rule."""
+"""Shared test fixtures: a generic, injectable chain env; a bandit in words (the trainer direction
+tests); the `sandbox` marker's skip-or-fail rule."""
 
 from __future__ import annotations
 
@@ -72,3 +73,53 @@ class ChainEnv(TextEnv):
 @pytest.fixture
 def chain_env_factory():
     return lambda: ChainEnv(length=4)
+
+
+class BanditEnv(TextEnv):
+    """A bandit in words: reply `left` or `right`; `right` pays 1, anything else 0.
+
+    With `turns=2` the episode asks twice and pays at the end for the FIRST reply only (the second
+    does not matter): a policy gradient must carry the reward back one turn. The second observation
+    names the first reply, so a critic that sees only the latest turn can still value it. The
+    trainer direction tests (tests/trainers/test_direction.py) use it: the best action is known, so
+    the probability of `right` must rise."""
+
+    def __init__(self, turns: int = 1, render_mode: str | None = None) -> None:
+        super().__init__(render_mode=render_mode)
+        if turns not in (1, 2):
+            raise ValueError(f"turns must be 1 or 2, got {turns}")
+        self.turns = turns
+        self.turn = 0
+        self.first = ""
+
+    @property
+    def instructions(self) -> str:
+        return "Reply `left` or `right`."
+
+    def task_ids(self, split: str = "train") -> list[str]:
+        return [f"bandit-{self.turns}"]
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        parse_reset_options(options)
+        self.turn, self.first = 0, ""
+        return "Choose.", {"task": "say right", "task_id": f"bandit-{self.turns}", "task_type": "bandit"}
+
+    def step(self, action: str):
+        action = action.strip().lower()
+        valid = action in ("left", "right")
+        if self.turn == 0:
+            self.first = action
+        self.turn += 1
+        done = self.turn == self.turns
+        reward = float(done and self.first == "right")
+        said = self.first if self.first in ("left", "right") else "nothing"
+        observation = "Done." if done else f"You said {said}. Choose again."
+        info = {"valid_action": valid, "success": reward == 1.0, "admissible_actions": ["left", "right"]}
+        return observation, reward, done, False, info
+
+    def admissible_actions(self) -> list[str]:
+        return ["left", "right"]
+
+    def expert_action(self) -> str:
+        return "right"

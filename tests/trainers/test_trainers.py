@@ -1,5 +1,5 @@
-"""Trainers: parameters move and metrics stay finite, the ArCHer critic learns known values, BC learns
-a trivial env, resume continues identically, bad configs fail in one line."""
+"""Trainers: runs write their files with finite metrics, the ArCHer critic learns known values, BC learns
+a trivial env, bad configs fail in one line (direction of learning and resume: test_every_trainer.py)."""
 
 from __future__ import annotations
 
@@ -51,19 +51,13 @@ def _config(algo: str, tmp_path, **overrides):
 
 
 @pytest.mark.parametrize("algo", list(ALGO_OVERRIDES))
-def test_parameters_change_and_metrics_are_finite(algo, tmp_path):
+def test_a_run_writes_its_files_and_finite_metrics(algo, tmp_path):
+    """The run folder and metrics of a short run. That training moves the policy the right way (not
+    merely that parameters change, which any nonzero gradient does) is tested in test_every_trainer.py."""
     _, trainer_cls = algorithm(algo)
-    agent = None
-    if algo == "grpo":  # group-relative advantages are all 0 until some rollouts succeed: warm up by BC
-        bc = BCTrainer(_config("bc", tmp_path, run_name="warm", iterations=10, lr=3e-3, eval_every=10))
-        bc.train()
-        agent = bc.agent
-    trainer = trainer_cls(_config(algo, tmp_path, iterations=2, eval_every=2), agent=agent)
-    before = [p.detach().clone() for p in trainer.agent.model.parameters()]
+    trainer = trainer_cls(_config(algo, tmp_path, iterations=2, eval_every=2))
     history = trainer.train()
     assert len(history) == 2
-    changed = [not torch.equal(b, p) for b, p in zip(before, trainer.agent.model.parameters())]
-    assert any(changed)
     losses = {k: v for m in history for k, v in m.items() if k.startswith("losses/")}
     assert losses and all(math.isfinite(v) for v in losses.values()), losses
     run_dir = trainer.run.dir
@@ -220,35 +214,6 @@ def test_bc_turn_mask_and_filters(tmp_path):
         len(bc_examples(episodes, make_config(type(config), {**TINY, "filter": "success"})))
         == successes - masked
     )
-
-
-def _comparable(records):
-    return [
-        {
-            k: v
-            for k, v in r.items()
-            if not k.startswith(("charts/env_steps_per_s", "charts/critic_grad", "charts/policy_grad"))
-        }
-        for r in records
-    ]
-
-
-def test_resume_reproduces_the_uninterrupted_run(tmp_path):
-    straight = ArcherTrainer(_config("archer", tmp_path, run_name="straight", iterations=4, eval_every=1))
-    straight.train()
-    first = ArcherTrainer(_config("archer", tmp_path, run_name="resumed", iterations=2, eval_every=1))
-    first.train()
-    resumed = ArcherTrainer(
-        _config("archer", tmp_path, run_name="resumed", iterations=4, eval_every=1), resume=True
-    )
-    resumed.train()
-    a = [json.loads(x) for x in (straight.run.dir / "metrics.jsonl").read_text().splitlines()]
-    b = [json.loads(x) for x in (resumed.run.dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["iteration"] for r in b] == [0, 1, 2, 3, 4]
-    for ra, rb in zip(_comparable(a), _comparable(b)):
-        assert ra.keys() == rb.keys()
-        for key in ra:
-            assert ra[key] == pytest.approx(rb[key], rel=1e-4, abs=1e-5), key
 
 
 def test_bad_configs_fail_in_one_line(tmp_path):
