@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import turngym
 from turngym.env_checker import scripted_action
 from turngym.errors import MissingDependencyError
-from turngym.fuzzing import garbage_actions, near_miss_actions, non_str_actions
+from turngym.fuzzing import garbage_actions, good_actions, near_miss_actions, non_str_actions, tool_names
 from turngym.storage import to_json_line
 
 STEP_DEADLINE = timedelta(seconds=5)
@@ -81,7 +81,7 @@ def _check_step(env, action, *, must_be_invalid: bool) -> None:
 @given(data=st.data(), seed=st.integers(0, 3))
 def test_garbage_is_invalid_feedback(env, data, seed):
     env.reset(seed=seed)
-    action = data.draw(garbage_actions(env.unwrapped), label="action")
+    action = data.draw(garbage_actions(tool_names(env.unwrapped)), label="action")
     _check_step(env, action, must_be_invalid=True)
 
 
@@ -90,15 +90,28 @@ def test_garbage_is_invalid_feedback(env, data, seed):
 def test_non_str_actions_are_invalid_feedback(env, data, seed):
     """DESIGN: actions are str; anything else a model or a buggy agent sends is an invalid action."""
     env.reset(seed=seed)
-    action = data.draw(non_str_actions(env.unwrapped), label="action")
+    action = data.draw(non_str_actions(good_actions(env.unwrapped)), label="action")
     _check_step(env, action, must_be_invalid=True)
+
+
+def test_common_non_str_values_are_invalid_feedback(env):
+    """The values a buggy agent returns most (hypothesis may not draw each of them in a short run)."""
+    for action in (None, True, False, 0, 1, 1.0, b"", [], {}):
+        env.reset(seed=0)
+        _check_step(env, action, must_be_invalid=True)
+    good = scripted_action(env.unwrapped)
+    for action in (good.encode("utf-8"), [good], (good,), {"action": good}):
+        env.reset(seed=0)
+        _check_step(env, action, must_be_invalid=True)
 
 
 @FUZZ
 @given(data=st.data(), seed=st.integers(0, 3))
 def test_near_miss_actions_never_break_the_episode(env, data, seed):
     env.reset(seed=seed)
-    action = data.draw(near_miss_actions(env.unwrapped), label="action")
+    action = data.draw(
+        near_miss_actions(good_actions(env.unwrapped), tool_names(env.unwrapped)), label="action"
+    )
     _check_step(env, action, must_be_invalid=False)  # a mutation may still be valid ("GO north")
 
 
@@ -108,7 +121,9 @@ def test_near_miss_actions_never_break_the_episode(env, data, seed):
 def test_a_hostile_agent_rollout_is_stored_and_read_back(env_id, data, tmp_path_factory):
     """Whatever text an agent sends, the rollout finishes and its JSONL stream reads back the same."""
     env = turngym.make(env_id)
-    actions = data.draw(st.lists(garbage_actions(env.unwrapped), min_size=1, max_size=4), label="actions")
+    actions = data.draw(
+        st.lists(garbage_actions(tool_names(env.unwrapped)), min_size=1, max_size=4), label="actions"
+    )
     env.close()
 
     class Hostile:

@@ -14,6 +14,8 @@ from turngym.errors import require
 from turngym.tools import MAX_JSON_DEPTH
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from hypothesis.strategies import SearchStrategy
 
     from turngym.core import TextEnv
@@ -47,7 +49,7 @@ def _huge(unit: SearchStrategy[str]) -> SearchStrategy[str]:
     return unit.map(lambda u: (u * (HUGE_ACTION_CHARS // len(u) + 1))[:HUGE_ACTION_CHARS])
 
 
-def _deep_json(env: TextEnv) -> SearchStrategy[str]:
+def _deep_json(tools: Sequence[str]) -> SearchStrategy[str]:
     """JSON nested deeper than any parser should follow (`'{"a":' * 1000` raised RecursionError)."""
     depth = st.integers(MAX_JSON_DEPTH + 1, 5000)
     patterns = [
@@ -55,21 +57,28 @@ def _deep_json(env: TextEnv) -> SearchStrategy[str]:
         depth.map(lambda n: "[" * n + "]" * n),
         depth.map(lambda n: '{"a":' * n + "1" + "}" * n),
     ]
-    for name in _tool_names(env):
+    for name in tools:
         patterns.append(depth.map(lambda n, name=name: f'{{"name": "{name}", "arguments": {"[" * n}}}'))
         patterns.append(depth.map(lambda n, name=name: json.dumps({"name": name, "arguments": "[" * n})))
     return st.one_of(patterns)
 
 
-def _tool_names(env: TextEnv) -> list[str]:
+def tool_names(env: TextEnv) -> list[str]:
+    """The names of `env`'s tools (none for an env that is not a `ToolEnv`)."""
     tools = getattr(env, "tools", None) or []
     return [t["function"]["name"] for t in tools]
 
 
-def garbage_actions(env: TextEnv) -> SearchStrategy[str]:
-    """Text that is no valid action in `env` (or any env): empty, whitespace, control characters,
-    symbols, nonsense words, 1 MB strings, random JSON containers, deeply nested JSON, calls to tools
-    that do not exist."""
+def good_actions(env: TextEnv, limit: int = 50) -> list[str]:
+    """Valid actions in `env`'s current state: the expert's next action, then admissible ones."""
+    actions = [scripted_action(env), *(env.admissible_actions() or [])[:limit]]
+    return list(dict.fromkeys(a for a in actions if isinstance(a, str)))
+
+
+def garbage_actions(tools: Sequence[str] = ()) -> SearchStrategy[str]:
+    """Text that is no valid action in any env (with these `tools`): empty, whitespace, control
+    characters, symbols, nonsense words, 1 MB strings, random JSON containers, deeply nested JSON,
+    calls to tools that do not exist."""
     strategies = [
         st.text(_WHITESPACE, max_size=20),
         st.text(_NOT_A_COMMAND, min_size=1, max_size=200),
@@ -78,9 +87,9 @@ def garbage_actions(env: TextEnv) -> SearchStrategy[str]:
         st.one_of(st.lists(_JSON_VALUES, max_size=4), st.dictionaries(st.text(max_size=8), _JSON_VALUES))
         .filter(lambda v: "name" not in v)
         .map(json.dumps),
-        _deep_json(env),
+        _deep_json(tools),
     ]
-    if _tool_names(env):
+    if tools:
         strategies.append(
             st.builds(
                 lambda name, args: json.dumps({"name": name, "arguments": args}),
@@ -91,26 +100,21 @@ def garbage_actions(env: TextEnv) -> SearchStrategy[str]:
     return st.one_of(strategies)
 
 
-def non_str_actions(env: TextEnv) -> SearchStrategy[Any]:
-    """Values that are not str, including a good action as bytes or inside a list or dict."""
-    good = scripted_action(env)
+def non_str_actions(good: Sequence[str]) -> SearchStrategy[Any]:
+    """Values that are not str, including a `good` action as bytes or inside a list or dict."""
+    good_action = st.sampled_from(good)
     return st.one_of(
         st.none(),
         st.booleans(),
         st.integers(),
         st.floats(),
         st.binary(max_size=40),
-        st.just(good.encode("utf-8")),
-        st.just([good]),
-        st.just({"action": good}),
+        good_action.map(lambda a: a.encode("utf-8")),
+        good_action.map(lambda a: [a]),
+        good_action.map(lambda a: {"action": a}),
         st.lists(st.text(max_size=10), max_size=3),
         st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
     )
-
-
-def _good_actions(env: TextEnv) -> list[str]:
-    actions = [scripted_action(env), *(env.admissible_actions() or [])[:50]]
-    return list(dict.fromkeys(a for a in actions if isinstance(a, str)))
 
 
 def _mutate_text(draw: Any, action: str) -> str:
@@ -139,7 +143,7 @@ def _mutate_text(draw: Any, action: str) -> str:
     return prefix + action + suffix
 
 
-def _mutate_tool_call(draw: Any, action: str, tool_names: list[str]) -> str | None:
+def _mutate_tool_call(draw: Any, action: str, tools: Sequence[str]) -> str | None:
     """A tool call with one part changed (name, an argument's key or value, the wrapping)."""
     text = action.removeprefix("<tool_call>").removesuffix("</tool_call>")
     try:
@@ -151,7 +155,7 @@ def _mutate_tool_call(draw: Any, action: str, tool_names: list[str]) -> str | No
     arguments = dict(call["arguments"])
     mutation = draw(st.sampled_from(["name", "key", "value", "drop", "list", "string-arguments"]))
     if mutation == "name":
-        call["name"] = draw(st.sampled_from([*tool_names, call["name"].upper(), call["name"][:-1], ""]))
+        call["name"] = draw(st.sampled_from([*tools, call["name"].upper(), call["name"][:-1], ""]))
     elif mutation == "key" and arguments:
         key = draw(st.sampled_from(sorted(arguments)))
         arguments[draw(st.text(max_size=8))] = arguments.pop(key)
@@ -168,18 +172,13 @@ def _mutate_tool_call(draw: Any, action: str, tool_names: list[str]) -> str | No
 
 
 @st.composite
-def _near_miss(draw: Any, env: TextEnv) -> str:
-    action = draw(st.sampled_from(_good_actions(env)))
-    tool_names = _tool_names(env)
-    if tool_names and draw(st.booleans()):
-        mutated = _mutate_tool_call(draw, action, tool_names)
+def near_miss_actions(draw: Any, good: Sequence[str], tools: Sequence[str] = ()) -> str:
+    """One of the `good` actions changed a little (case, a character inserted, deleted or replaced,
+    words swapped, cut, wrapped in quotes or a code fence; for tool calls a wrong name, key or value).
+    Some stay valid; none may break the episode."""
+    action = draw(st.sampled_from(good))
+    if tools and draw(st.booleans()):
+        mutated = _mutate_tool_call(draw, action, tools)
         if mutated is not None:
             return mutated
     return _mutate_text(draw, action)
-
-
-def near_miss_actions(env: TextEnv) -> SearchStrategy[str]:
-    """The expert's next action or an admissible one, changed a little (case, a character inserted,
-    deleted or replaced, words swapped, cut, wrapped in quotes or a code fence; for tool calls a wrong
-    name, key or value). Some stay valid; none may break the episode."""
-    return _near_miss(env)
