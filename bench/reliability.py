@@ -3,8 +3,9 @@
 For every registered env, hypothesis draws `--actions` hostile actions (garbage text, non-str values,
 near-misses of the expert's/admissible actions; the strategies of `turngym.fuzzing`) and plays each
 as the next step of a running episode, then the expert's next action. It counts crashes (`step`
-raised), hangs (a step over `--hang-seconds`), garbage reported as valid, and episodes no longer
-playable (the expert's action reported invalid after a hostile one). The resume check runs
+raised; `expert_action` raising is counted apart), hangs (a step over `--hang-seconds`), garbage
+reported as valid, and episodes no longer playable (the expert's action reported invalid after a
+hostile one). The resume check runs
 `turngym eval ... --out F`, kills it with SIGKILL mid-run, runs the same command again, and compares
 with an uninterrupted run.
 
@@ -40,7 +41,8 @@ from turngym.fuzzing import garbage_actions, good_actions, near_miss_actions, no
 class EnvReport:
     env_id: str
     actions: int = 0
-    crashes: int = 0
+    crashes: int = 0  # step raised
+    expert_crashes: int = 0  # the env's expert_action raised (after a hostile action)
     hangs: int = 0
     garbage_accepted: int = 0  # garbage or non-str reported valid_action=True
     unplayable: int = 0  # the expert's next action reported invalid after a hostile action
@@ -114,7 +116,15 @@ def fuzz_env(env_id: str, num_actions: int, hang_seconds: float, rng_seed: int) 
             report.note(f"{kind} {action!r:.60} reported valid")
         done = terminated or truncated
         if not done:
-            good = scripted_action(text_env)
+            try:
+                good = scripted_action(text_env)
+            except Exception as exc:  # the env's expert broke after a hostile action: a crash too
+                report.expert_crashes += 1
+                report.note(
+                    f"expert_action raised {type(exc).__name__}: {str(exc)[:80]} after {action!r:.60}"
+                )
+                done = True
+                return
             result = timed_step(good)
             if result is None:
                 done = True
@@ -194,7 +204,7 @@ def main() -> None:
 
     env_ids = args.envs or sorted(turngym.list_envs())
     print(
-        f"{'env':32} {'actions':>8} {'crashes':>8} {'hangs':>6} {'accepted':>9} {'unplayable':>11} {'max step s':>11} {'s':>6}"
+        f"{'env':32} {'actions':>8} {'crashes':>8} {'expert crashes':>15} {'hangs':>6} {'accepted':>9} {'unplayable':>11} {'max step s':>11} {'s':>6}"
     )
     reports, skipped = [], []
     for env_id in env_ids:
@@ -205,7 +215,7 @@ def main() -> None:
             continue
         reports.append(report)
         print(
-            f"{env_id:32} {report.actions:>8,} {report.crashes:>8} {report.hangs:>6} {report.garbage_accepted:>9} "
+            f"{env_id:32} {report.actions:>8,} {report.crashes:>8} {report.expert_crashes:>15} {report.hangs:>6} {report.garbage_accepted:>9} "
             f"{report.unplayable:>11} {report.slowest_step_s:>11.3f} {report.seconds:>6.0f}",
             flush=True,
         )
@@ -213,11 +223,12 @@ def main() -> None:
             print(f"    {failure}")
     totals = {
         name: sum(getattr(r, name) for r in reports)
-        for name in ("actions", "crashes", "hangs", "garbage_accepted", "unplayable")
+        for name in ("actions", "crashes", "expert_crashes", "hangs", "garbage_accepted", "unplayable")
     }
     print(
         f"\n{len(reports)} envs ({len(skipped)} skipped, optional dependency missing: {skipped}); "
-        f"{totals['actions']:,} hostile actions; {totals['crashes']} crashes; "
+        f"{totals['actions']:,} hostile actions; {totals['crashes']} crashes of step; "
+        f"{totals['expert_crashes']} of expert_action; "
         f"{totals['hangs']} hangs (step > {args.hang_seconds:g} s); {totals['garbage_accepted']} garbage "
         f"actions accepted; {totals['unplayable']} episodes left unplayable; slowest step "
         f"{max((r.slowest_step_s for r in reports), default=0):.2f} s"
