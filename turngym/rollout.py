@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -111,7 +112,7 @@ def rollout(
                 live.append(_start(env_instance, next_index, *plan[next_index], split))
                 next_index += 1
             conversations = [episode.conversation(history_window) for episode in live]
-            actions, action_tokens = _act(agent, conversations, live)
+            actions, action_tokens = _act(agent, conversations, live, seed)
             _check_actions(actions, len(live), agent_name)
             still_live = []
             for episode, action, tokens in zip(live, actions, action_tokens):
@@ -207,12 +208,20 @@ def _start(env: gymnasium.Env, index: int, seed: int | None, task_id: str | None
 
 
 def _act(
-    agent: Agent, conversations: list[Conversation], live: list[LiveEpisode]
+    agent: Agent, conversations: list[Conversation], live: list[LiveEpisode], seed: int
 ) -> tuple[list[str], list[list[int] | None]]:
-    """The agent's actions and, for an LM agent, the token ids it sampled for each."""
+    """The agent's actions and, for an LM agent, the token ids it sampled for each.
+
+    An LM agent whose `generate` takes `streams` gets one key per episode and turn (the rollout's
+    seed, the episode's index and seed, the turn) to seed that episode's sampler with, so its
+    tokens do not depend on `batch_size` or on the episodes that share its batch."""
     generate = getattr(agent, "generate", None)
     if callable(generate):
-        generations = generate(conversations)
+        if "streams" in inspect.signature(generate).parameters:
+            streams = [(seed, e.index, e.seed, e.turn) for e in live]
+            generations = generate(conversations, streams=streams)
+        else:
+            generations = generate(conversations)
         return [g.text for g in generations], [list(g.token_ids) for g in generations]
     return agent.act(conversations, live), [None] * len(conversations)
 
