@@ -60,7 +60,8 @@ class Agent(Protocol):
 
     LM agents (HFAgent, TinyAgent, VLLMAgent) also have `generate(conversations) -> list[Generation]`;
     the rollout calls that instead of `act` and keeps each action's sampled token ids in
-    `Turn.action_tokens`, so trainers score the tokens the policy drew."""
+    `Turn.action_tokens`, so trainers score the tokens the policy drew. A `generate` that takes
+    `streams=` gets one key per episode and turn to seed that row's sampler with."""
 
     def act(
         self, conversations: Sequence[Conversation], episodes: Sequence[LiveEpisode] | None = None
