@@ -17,9 +17,7 @@ def test_check_env(env_id):
     turngym.check_env(turngym.make(env_id), invalid_actions=INVALID)
 
 
-@pytest.mark.parametrize(
-    ("game", "fewest", "most"), [(TwentyQuestionsEnv, 5, 12), (GuessMyCityEnv, 2, 6)]
-)
+@pytest.mark.parametrize(("game", "fewest", "most"), [(TwentyQuestionsEnv, 5, 12), (GuessMyCityEnv, 2, 6)])
 def test_expert_finds_every_answer_within_the_limit(game, fewest, most):
     """The README: all 157 objects in 5 to 12 questions, all 93 cities in 2 to 6 (the guess counts)."""
     env = game()
