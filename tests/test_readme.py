@@ -24,7 +24,12 @@ def test_quickstart_is_two_commands_and_ci_runs_the_test_command():
     assert test_command in ci_lines
 
 
-def test_custom_env_example_is_in_the_readme_and_runs():
+def test_custom_env_example_is_in_the_readme_and_runs(capsys):
     example = (ROOT / "examples" / "custom_env.py").read_text()
     assert example in README
     runpy.run_path(str(ROOT / "examples" / "custom_env.py"), run_name="__main__")
+    printed = capsys.readouterr().out
+    match = re.search(r"expert success: (\d+)%, mean turns ([\d.]+)", printed)
+    assert match, printed
+    assert match.group(1) == "100"  # binary search always finds the number within the 10-turn limit
+    assert 1 <= float(match.group(2)) <= 5  # and needs at most ceil(log2(20 + 1)) = 5 guesses

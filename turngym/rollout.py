@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,7 +61,8 @@ class Agent(Protocol):
 
     LM agents (HFAgent, TinyAgent, VLLMAgent) also have `generate(conversations) -> list[Generation]`;
     the rollout calls that instead of `act` and keeps each action's sampled token ids in
-    `Turn.action_tokens`, so trainers score the tokens the policy drew."""
+    `Turn.action_tokens`, so trainers score the tokens the policy drew. A `generate` that takes
+    `streams=` gets one key per episode and turn to seed that row's sampler with."""
 
     def act(
         self, conversations: Sequence[Conversation], episodes: Sequence[LiveEpisode] | None = None
@@ -112,7 +114,7 @@ def rollout(
                 live.append(_start(env_instance, next_index, *plan[next_index], split))
                 next_index += 1
             conversations = [episode.conversation(history_window) for episode in live]
-            actions, action_tokens = _act(agent, conversations, live)
+            actions, action_tokens = _act(agent, conversations, live, seed)
             _check_actions(actions, len(live), agent_name)
             still_live = []
             for episode, action, tokens in zip(live, actions, action_tokens):
@@ -226,12 +228,20 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _act(
-    agent: Agent, conversations: list[Conversation], live: list[LiveEpisode]
+    agent: Agent, conversations: list[Conversation], live: list[LiveEpisode], seed: int
 ) -> tuple[list[str], list[list[int] | None]]:
-    """The agent's actions and, for an LM agent, the token ids it sampled for each."""
+    """The agent's actions and, for an LM agent, the token ids it sampled for each.
+
+    An LM agent whose `generate` takes `streams` gets one key per episode and turn (the rollout's
+    seed, the episode's index and seed, the turn) to seed that episode's sampler with, so its
+    tokens do not depend on `batch_size` or on the episodes that share its batch."""
     generate = getattr(agent, "generate", None)
     if callable(generate):
-        generations = generate(conversations)
+        if "streams" in inspect.signature(generate).parameters:
+            streams = [(seed, e.index, e.seed, e.turn) for e in live]
+            generations = generate(conversations, streams=streams)
+        else:
+            generations = generate(conversations)
         return [g.text for g in generations], [list(g.token_ids) for g in generations]
     return agent.act(conversations, live), [None] * len(conversations)
 

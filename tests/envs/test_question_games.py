@@ -17,15 +17,17 @@ def test_check_env(env_id):
     turngym.check_env(turngym.make(env_id), invalid_actions=INVALID)
 
 
-@pytest.mark.parametrize("game", GAMES)
-def test_expert_finds_every_answer_within_the_limit(game):
+@pytest.mark.parametrize(("game", "fewest", "most"), [(TwentyQuestionsEnv, 5, 12), (GuessMyCityEnv, 2, 6)])
+def test_expert_finds_every_answer_within_the_limit(game, fewest, most):
+    """The README: all 157 objects in 5 to 12 questions, all 93 cities in 2 to 6 (the guess counts)."""
     env = game()
     task_ids = env.task_ids("train") + env.task_ids("test")
     trajectories = turngym.rollout(game, ExpertAgent(), task_ids=task_ids, batch_size=32, max_turns=20)
     assert len(trajectories) == len(env.entities)
     assert all(t.success and t.total_reward == -(t.num_turns - 1) for t in trajectories)
     assert all(turn.info["valid_action"] for t in trajectories for turn in t.turns)
-    assert max(t.num_turns for t in trajectories) <= 15
+    assert min(t.num_turns for t in trajectories) == fewest
+    assert max(t.num_turns for t in trajectories) == most
 
 
 @pytest.mark.parametrize("game", GAMES)
