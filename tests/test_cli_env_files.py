@@ -87,7 +87,18 @@ def test_check_failure_is_one_line(tmp_path):
         COIN_ENV.replace('"A coin was tossed. Reply heads or tails."', '""').replace("newcomer/", "broken/")
     )
     message = _one_line_error(["check", f"{broken}:broken/Coin-v0"])
-    assert "fails check_env" in message and "instructions must be non-empty text" in message
+    assert "broken/Coin-v0 fails check_env" in message and "instructions must be non-empty text" in message
+    raising = tmp_path / "raising.py"  # a step that raises on a garbage action instead of giving feedback
+    raising.write_text(
+        COIN_ENV.replace(
+            "        if action.strip() not in", "        int(action)\n        if action.strip() not in"
+        ).replace("newcomer/", "raising/")
+    )
+    message = _one_line_error(["check", f"{raising}:raising/Coin-v0"])
+    assert (
+        "raised during check_env: ValueError: invalid literal for int()" in message
+        and "raising.py:" in message
+    )
 
 
 def test_play_a_file_env_shows_actions_from_turn_0_and_marks_invalid_ones(coin_file):

@@ -16,7 +16,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 import turngym
-from turngym.errors import TurnGymError
+from turngym.errors import TurnGymError, exception_line
 from turngym.eval import EvalResult
 
 
@@ -265,19 +265,17 @@ def check(
         env = turngym.make(env_id)
     except (TurnGymError, ValueError) as exc:
         raise _fail(str(exc)) from None
+    name = env.spec.id if env.spec is not None else env_id
     try:
         passed = turngym.check_env(env, seed=seed)
     except AssertionError as exc:
-        raise _fail(f"{env_id} fails check_env: {exc}") from None
+        raise _fail(f"{name} fails check_env: {exc}") from None
     except Exception as exc:  # the env itself raised: what and where, on one line
-        from turngym.registry import _where
-
-        raise _fail(f"{env_id} raised during check_env: {_where(exc)}") from None
+        raise _fail(f"{name} raised during check_env: {exception_line(exc)}") from None
     finally:
         env.close()
     for line in passed:
         console.print(f"[green]ok[/] {escape(line)}", highlight=False, soft_wrap=True)
-    name = env.spec.id if env.spec is not None else env_id
     console.print(f"[bold]{name} passes check_env ({len(passed)} checks)[/]", highlight=False, soft_wrap=True)
 
 

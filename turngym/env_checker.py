@@ -58,7 +58,7 @@ def check_env(
     text_env.reset(seed=seed)
     guide = "expert's" if text_env.expert_action() is not None else "admissible"
     passed.append(
-        f"seed {seed} gives the same episode twice ({len(first) - 1} steps along the {guide} actions, "
+        f"seed {seed} gives the same episode twice ({len(first) - 1} step(s) along the {guide} actions, "
         "every step with "
         "bool valid_action and success)"
     )

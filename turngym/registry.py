@@ -8,7 +8,6 @@ import importlib.util
 import inspect
 import re
 import sys
-import traceback
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import gymnasium
 from gymnasium.envs.registration import EnvCreator, WrapperSpec, load_env_creator
 
-from turngym.errors import ConfigError, UnknownEnvError, did_you_mean
+from turngym.errors import ConfigError, UnknownEnvError, did_you_mean, exception_line
 
 ENTRY_POINT_GROUP = "turngym.envs"
 ENV_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.:-]+-v\d+$")
@@ -99,11 +98,11 @@ def import_env_source(source: str) -> list[str]:
                 f"no module named {exc.name!r}: give an importable module (my_package.envs:ns/Name-v0) "
                 "or a Python file (path/to/envs.py:ns/Name-v0)"
             ) from None
-        raise UnknownEnvError(f"importing {source} failed: {_where(exc)}") from None
+        raise UnknownEnvError(f"importing {source} failed: {exception_line(exc)}") from None
     except UnknownEnvError:
         raise
     except Exception as exc:  # the user's module raised: say what and where, on one line
-        raise UnknownEnvError(f"importing {source} failed: {_where(exc)}") from None
+        raise UnknownEnvError(f"importing {source} failed: {exception_line(exc)}") from None
     _SOURCES[key] = sorted(set(gymnasium.registry) - before)
     return _SOURCES[key]
 
@@ -144,14 +143,6 @@ def _import_file(path: Path) -> None:
     except BaseException:
         del sys.modules[name]
         raise
-
-
-def _where(exc: BaseException) -> str:
-    """`Type: message (file:line)` of the innermost frame: one line that still says where."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    user_frames = [f for f in frames if "importlib" not in f.filename] or frames
-    place = f" ({user_frames[-1].filename}:{user_frames[-1].lineno})" if user_frames else ""
-    return f"{type(exc).__name__}: {exc}{place}"
 
 
 def resolve_env_id(id: str) -> str:
