@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -124,6 +125,27 @@ def test_eval_a_file_env_with_progress_bar(coin_file, monkeypatch):
     assert quiet.exit_code == 0 and "success 100%" not in quiet.output and "100.0%" in quiet.output
 
 
+def test_eval_of_a_file_env_resumes_its_out(coin_file, tmp_path):
+    # the stream holds the registered id (newcomer/Coin-v0), not the file:id the command was given
+    args = ["eval", f"{coin_file}:newcomer/Coin-v0", "--agent", "expert", "--out", str(tmp_path / "r.json")]
+    assert runner.invoke(app, [*args, "--episodes", "2"]).exit_code == 0
+    result = runner.invoke(app, [*args, "--episodes", "4"])
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "r.json.trajectories.jsonl").read_text().splitlines()) == 4
+
+
+def test_a_fresh_process_makes_the_env_from_the_id_alone(coin_file):
+    # What a worker process (or a resumed run reading config.yaml) has: the string, no prior import.
+    result = subprocess.run(
+        [sys.executable, "-m", "turngym.cli", "eval", f"{coin_file}:newcomer/Coin-v0", "--agent", "expert"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "expert on newcomer/Coin-v0" in result.stdout and "100.0%" in result.stdout
+
+
 @pytest.mark.filterwarnings("ignore:.*Overriding environment newcomer/Coin-v0")  # the file, now as a module
 def test_module_form_imports_from_the_current_folder(coin_file, monkeypatch):
     # The `turngym` script's sys.path lacks the current folder; `module:id` finds it like `python -m`.
@@ -145,6 +167,7 @@ def test_bad_env_sources_are_one_line_errors_naming_what_is_valid(coin_file, tmp
     )
     message = _one_line_error(["check", f"{tmp_path / 'missing.py'}:newcomer/Coin-v0"])
     assert "missing.py does not exist" in message and "path/to/envs.py:ns/Name-v0" in message
+    assert "missing.py does not exist" in _one_line_error(["list", str(tmp_path / "missing.py")])
     message = _one_line_error(["play", "no_such_module_here:newcomer/Coin-v0"])
     assert "no module named 'no_such_module_here'" in message and "my_package.envs:ns/Name-v0" in message
     (tmp_path / "empty.py").write_text("x = 1\n")
