@@ -92,7 +92,7 @@ def check_env(
     )
 
     text_env.reset(seed=seed)
-    action = _next_action(text_env)
+    action = scripted_action(text_env)
     snapshot = text_env.get_state()
     once = text_env.step(action)
     text_env.set_state(snapshot)
@@ -104,7 +104,8 @@ def check_env(
     return passed
 
 
-def _next_action(env: TextEnv) -> str:
+def scripted_action(env: TextEnv) -> str:
+    """The expert's next action, else the first admissible one, else `look`."""
     expert = env.expert_action()
     if expert is not None:
         return expert
@@ -116,7 +117,7 @@ def _play(env: TextEnv, seed: int, max_steps: int, options: dict[str, Any] | Non
     observation, info = env.reset(seed=seed, options=options)
     record: list[Any] = [(observation, _comparable(info))]
     for _ in range(max_steps):
-        step = env.step(_next_action(env))
+        step = env.step(scripted_action(env))
         _check_step_info(type(env).__name__, step[4])
         record.append(_comparable(step))
         if step[2] or step[3]:

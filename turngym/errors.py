@@ -24,6 +24,11 @@ class ConfigError(TurnGymError, ValueError):
     """A bad config value or key."""
 
 
+class EnvError(TurnGymError, RuntimeError):
+    """An env's `step` raised during a rollout (an env bug: an agent's bad action is feedback, never an
+    exception). The message names the env, the episode and the action; `__cause__` is the original."""
+
+
 class MissingDependencyError(TurnGymError, ImportError):
     """An optional dependency is not installed."""
 

@@ -9,7 +9,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import gymnasium
 
-from turngym.errors import ConfigError, TurnGymError
+from turngym.core import quote_action
+from turngym.errors import ConfigError, EnvError, TurnGymError
 from turngym.prompts import build_conversation
 from turngym.storage import JsonlWriter
 from turngym.types import Conversation, Trajectory, Turn
@@ -116,7 +117,7 @@ def rollout(
             _check_actions(actions, len(live), agent_name)
             still_live = []
             for episode, action, tokens in zip(live, actions, action_tokens):
-                observation, reward, terminated, truncated, info = episode.env.step(action)
+                observation, reward, terminated, truncated, info = _step(episode, action)
                 episode.actions.append(action)
                 episode.action_tokens.append(tokens)
                 episode.observations.append(observation)
@@ -210,6 +211,24 @@ def _start(env: gymnasium.Env, index: int, seed: int | None, task_id: str | None
         reset_info=info,
         observations=[observation],
     )
+
+
+def _step(episode: LiveEpisode, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+    """`env.step`, with an exception turned into an `EnvError` that says which episode and action
+    broke the env (the rollout stops: an env bug is not hidden; finished episodes are already saved)."""
+    try:
+        return episode.env.step(action)
+    except Exception as exc:
+        raise EnvError(
+            f"{episode.env_id} step raised {type(exc).__name__}: {_first_line(exc)} "
+            f"(episode {episode.index}, seed {episode.seed}, task_id {episode.reset_info.get('task_id')!r}, "
+            f"turn {episode.turn}, action {quote_action(action, 200)})"
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:500] if text else "(no message)"
 
 
 def _act(

@@ -227,6 +227,21 @@ def test_invalid_questions_are_feedback(game, action):
     assert info["valid_action"] is False and reward == -1.0 and not terminated and len(obs) < 300
 
 
+@pytest.mark.parametrize("game", GAMES)
+def test_a_question_that_is_not_a_str_is_invalid(game):
+    """Found by tests/test_fuzz.py: str(['Is it ...?']) parsed as the question inside it."""
+    env = game()
+    env.reset(seed=0)
+    question = env.expert_action()
+    for action in ([question], {"action": question}, question.encode()):
+        obs, _, _, _, info = env.step(action)
+        assert info["valid_action"] is False and "a question is text (a str)" in obs
+    answerer = ScriptedAnswerer(["Yes."])
+    env = game(answerer=answerer)
+    env.reset(seed=0)
+    assert env.step([question])[4]["valid_action"] is False and not answerer.seen  # not sent to the LM
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="reward"):
         TwentyQuestionsEnv(reward="dense")
