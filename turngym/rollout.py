@@ -107,6 +107,7 @@ def rollout(
     live: list[LiveEpisode] = []
     next_index = 0
     bar = _progress_bar(len(plan)) if progress else None
+    finished = successes = env_steps = 0  # for the progress bar
     try:
         while next_index < len(plan) or live:
             while next_index < len(plan) and len(live) < batch_size:
@@ -130,11 +131,16 @@ def rollout(
                     if emit:
                         emit(trajectory)
                     if bar:
-                        bar[0].advance(bar[1])
+                        finished += 1
+                        successes += trajectory.success
+                        bar[0].update(bar[1], advance=1, success=f"{successes / finished:.0%}")
                     free_envs.append(episode.env)
                 else:
                     still_live.append(episode)
             live = still_live
+            if bar:  # a turn of a slow LM shows as a moving step count, before any episode ends
+                env_steps += len(actions)
+                bar[0].update(bar[1], steps=env_steps)
     finally:
         if bar:
             bar[0].stop()
@@ -284,11 +290,19 @@ def _finish(episode: LiveEpisode, terminated: bool, agent_name: str) -> Trajecto
 
 
 def _progress_bar(total: int):  # -> (Progress, task id)
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(
-        TextColumn("episodes"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
+        TextColumn("episodes"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("success {task.fields[success]}"),  # of the finished episodes so far
+        TextColumn("{task.fields[steps]} env steps"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),  # stdout keeps only results
+        transient=False,
     )
-    task = bar.add_task("episodes", total=total)
+    task = bar.add_task("episodes", total=total, success="-", steps=0)
     bar.start()
     return bar, task
