@@ -1,7 +1,7 @@
 """Export TurnGym trajectories to TRL, fine-tune with TRL's `SFTTrainer`, evaluate back in TurnGym.
 
-    pip install "turngym[trl]"    # on CPU: pip install torch==2.13.0 first
-    python examples/trl_sft_export.py            # the real run (a few minutes on 2 CPU cores)
+    pip install -e ".[trl]"      # on CPU: pip install torch==2.13.0 first
+    python examples/trl_sft_export.py            # the real run (8 CPU-minutes; 14 min on a busy 2-core box)
     python examples/trl_sft_export.py --tiny     # seconds: the same path with tiny budgets
 
 1. Collect expert trajectories on KeyDoor's train split with `turngym.rollout`.
@@ -10,6 +10,10 @@
 3. Train a small GPT-2 built from a config (TurnGym's `TinyAgent`: a word-level tokenizer from the
    env's text, nothing downloaded) with `trl.SFTTrainer`, the loss on the assistant turns only.
 4. Load the saved folder as an `HFAgent` and evaluate it on held-out test episodes.
+
+Measured on 2026-11-30 (trl 1.16, transformers 5.24, 2 CPU cores): 256 expert episodes (706 turns),
+600 steps of 16 conversations, loss 0.597 -> 0.001; the policy then opened the right door in 100 of
+100 held-out test episodes (95% interval [96.3%, 100.0%]).
 """
 
 from __future__ import annotations
