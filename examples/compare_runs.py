@@ -1,13 +1,16 @@
 """Compare two training runs on KeyDoor: behaviour cloning alone vs GRPO fine-tuning of that BC policy.
 
-    python examples/compare_runs.py            # the real comparison (about 10 minutes on 2 CPU cores)
+    python examples/compare_runs.py            # the real comparison (8 minutes on 2 CPU cores)
     python examples/compare_runs.py --tiny     # seconds: tiny models and budgets, only the plumbing
 
 Both runs use the Python API (`turngym.trainers.bc`, `turngym.trainers.grpo`), write their run
 folders under --runs-dir, and are evaluated by the trainers on the same held-out test episodes
 (greedy, seeds 0..N-1), so their success rates compare directly. The table gives each run's final
 held-out success with its 95% Wilson interval and the env steps its own training took; overlapping
-intervals mean the eval cannot tell the runs apart.
+intervals mean this eval does not clearly separate the runs (more eval episodes would narrow them).
+
+Measured on 2026-11-30 (2 CPU cores, 7 min 45 s): BC 61.0% [51.2%, 70.0%] (the KeyDoor demo's BC
+row), BC then GRPO 69.0% [59.4%, 77.2%] after 2,286 more env steps: the intervals overlap.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from transformers.utils import logging as hf_logging
 
 from turngym.agents.hf import HFAgent
 from turngym.trainers.bc import BCConfig, BCTrainer
@@ -38,19 +42,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     runs_dir = args.runs_dir or tempfile.mkdtemp(prefix="turngym-compare-")
+    hf_logging.disable_progress_bar()  # no weight-saving bars between the script's own lines
 
-    # Sizes: the real setting is the KeyDoor demo's BC stage (a 4 x 128 TinyAgent, 32 expert
-    # episodes, 18 epochs, 100 eval episodes); --tiny shrinks everything to seconds.
+    # Sizes: the real setting is the KeyDoor demo's BC stage (`turngym demo --env turngym/KeyDoor-v0`:
+    # a 4 x 128 TinyAgent, 32 expert episodes, 18 epochs, batch 16, prompts of the task turn and the
+    # current observation, 100 eval episodes); --tiny shrinks everything to seconds.
     if args.tiny:
         model = {"tiny_layers": 1, "tiny_embd": 32, "tiny_heads": 2}
-        shared = {"eval_episodes": 8, "max_new_tokens": 8, "max_turns": 4, "tensorboard": False, **model}
+        shared = {"eval_episodes": 8, "max_turns": 4, "tensorboard": False, **model}
         bc_budget = {"iterations": 2, "expert_episodes": 8, "eval_every": 2}
         grpo_budget = {"iterations": 1, "rollout_episodes": 8, "group_size": 4, "eval_every": 1}
     else:
         model = {"tiny_layers": 4, "tiny_embd": 128, "tiny_heads": 4}
-        shared = {"eval_episodes": 100, "max_new_tokens": 16, **model}
+        shared = {"eval_episodes": 100, **model}
         bc_budget = {"iterations": 18, "expert_episodes": 32, "eval_every": 6}
         grpo_budget = {"iterations": 10, "rollout_episodes": 32, "group_size": 8, "eval_every": 5}
+    # the longest KeyDoor command is 6 tokens with EOS; history_window=0 keeps the task turn and the
+    # current observation, which hold the whole state
+    shared |= {"max_new_tokens": 8, "history_window": 0, "batch_size": 16}
     common = {"env_id": ENV_ID, "runs_dir": runs_dir, "seed": args.seed, **shared}
 
     # Run 1: behaviour cloning on the env's scripted expert (one iteration = one epoch).
@@ -92,7 +101,7 @@ def main() -> None:
         and grpo_last["eval/ci_low"] <= bc_last["eval/ci_high"]
     )
     print(
-        "the 95% intervals overlap: this eval does not separate the runs"
+        "the 95% intervals overlap: this eval does not clearly separate the runs"
         if overlap
         else "the 95% intervals do not overlap: the difference is larger than the eval's noise"
     )

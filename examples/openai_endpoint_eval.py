@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -128,6 +129,8 @@ def main() -> None:
 
     # Greedy, at most 48 new tokens; OpenAIAgent cuts the reply at the first newline (one action per
     # turn). Every request has a timeout and bounded retries, so the eval always ends.
+    if args.episodes < 1:
+        parser.error(f"--episodes must be >= 1, got {args.episodes}")
     agent = OpenAIAgent(
         args.model,
         base_url=args.base_url,
@@ -140,7 +143,11 @@ def main() -> None:
     try:
         with agent:
             # batch_size: episodes in flight; each turn sends their conversations concurrently
-            result = turngym.evaluate(ENV_ID, agent, args.episodes, batch_size=16, progress=not args.tiny)
+            result = turngym.evaluate(
+                ENV_ID, agent, args.episodes, batch_size=16, progress=sys.stderr.isatty()
+            )
+    except turngym.TurnGymError as exc:  # e.g. a 401 from the endpoint: one line, no traceback
+        sys.exit(f"error: {exc}")
     finally:
         if server is not None:
             server.shutdown()
