@@ -11,18 +11,12 @@ import numpy as np
 import torch
 
 from turngym.errors import ConfigError
-from turngym.prompts import build_conversation
 from turngym.storage import read_trajectories
-from turngym.trainers.common import (
-    TrainConfig,
-    Trainer,
-    accumulated_minibatches,
-    autocast,
-    make_optimizer,
-    optimizer_step,
-)
+from turngym.trainers.config import TrainConfig
 from turngym.trainers.critic import token_logprobs
-from turngym.types import Conversation, Trajectory
+from turngym.trainers.loop import Trainer
+from turngym.trainers.optim import accumulated_minibatches, autocast, make_optimizer, optimizer_step
+from turngym.types import Conversation, Trajectory, build_conversation
 
 FILTERS = ("all", "success")
 WEIGHTINGS = ("none", "reward")

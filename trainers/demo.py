@@ -114,7 +114,10 @@ def run_demo(
     from turngym.agents import RandomAgent
     from turngym.trainers.archer import ArcherConfig, ArcherTrainer
     from turngym.trainers.bc import BCConfig, BCTrainer
-    from turngym.trainers.common import default_agent, evaluate_policy, plot_curves, seed_everything
+    from turngym.trainers.collect import evaluate_policy
+    from turngym.trainers.loop import default_agent
+    from turngym.trainers.optim import seed_everything
+    from turngym.trainers.run import plot_curves
 
     setup = demo_setup(env_id)
     start = time.perf_counter()

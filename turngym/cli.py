@@ -209,7 +209,7 @@ def train(
 ) -> None:
     """Train a policy (default: a TinyAgent built for the env) and write runs/NAME/."""
     from turngym.trainers import algorithm
-    from turngym.trainers.common import load_config
+    from turngym.trainers.config import load_config
 
     try:
         config_cls, trainer_cls = algorithm(algo)
@@ -226,7 +226,7 @@ def train(
 def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/NAME).")]) -> None:
     """Summarise a training run: eval points (success with 95% CI vs env steps) and curve.png."""
     from turngym.storage import iter_jsonl
-    from turngym.trainers.common import plot_curves
+    from turngym.trainers.run import plot_curves
 
     metrics_path = run_dir / "metrics.jsonl"
     if not metrics_path.exists():
