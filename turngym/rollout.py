@@ -10,9 +10,8 @@ from typing import Any, Protocol, runtime_checkable
 import gymnasium
 
 from turngym.errors import ConfigError, TurnGymError
-from turngym.prompts import build_conversation
 from turngym.storage import JsonlWriter
-from turngym.types import Conversation, Trajectory, Turn
+from turngym.types import Conversation, Trajectory, Turn, build_conversation
 
 EnvFactory = Callable[[], gymnasium.Env]
 Sink = Callable[[Trajectory], None]
