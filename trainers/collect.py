@@ -56,8 +56,9 @@ def collect(
     return trajectories
 
 
-def evaluate_policy(agent: HFAgent, config: TrainConfig) -> dict[str, float]:
-    """Greedy success on the fixed held-out episodes (`turngym.evaluate`), as `eval/*` metrics."""
+def evaluate_policy(agent: HFAgent, config: TrainConfig, progress: bool = False) -> dict[str, float]:
+    """Greedy success on the fixed held-out episodes (`turngym.evaluate`), as `eval/*` metrics;
+    `progress` shows a bar over episodes (not inside another live bar: rich runs one at a time)."""
     import turngym
 
     greedy = SamplingConfig(temperature=0.0, max_new_tokens=config.max_new_tokens)
@@ -69,6 +70,7 @@ def evaluate_policy(agent: HFAgent, config: TrainConfig) -> dict[str, float]:
             batch_size=min(config.eval_episodes, 64),
             max_turns=config.max_turns,
             history_window=config.history_window,
+            progress=progress,
         )
     stats = result.overall
     return {

@@ -80,13 +80,15 @@ class TrainConfig:
     """bf16 autocast for forward passes when running on a GPU (ignored on CPU)."""
     tensorboard: bool = True
     """Also log to TensorBoard event files in the run folder."""
-    progress: bool = False
-    """Show a rich progress bar over iterations."""
+    progress: bool | None = None
+    """Show a rich progress bar over iterations with the latest metrics (None: when stdout is a terminal)."""
 
     algo = "train"  # class-level name used for the default run name
+    loop_unit = "iterations"  # the field counting the training loop's iterations (BC: epochs)
+    curve_axis = "env_steps"  # curve.png's x axis: a key of `turngym.trainers.run.CURVE_AXES`
 
     def __post_init__(self) -> None:
-        positive = ("iterations", "rollout_episodes", "batch_size", "grad_accum_steps", "eval_every")
+        positive = (self.loop_unit, "rollout_episodes", "batch_size", "grad_accum_steps", "eval_every")
         for name in (*positive, "save_every", "keep_checkpoints", "eval_episodes", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -109,6 +111,11 @@ class TrainConfig:
     @property
     def name(self) -> str:
         return self.run_name or f"{self.algo}-{self.env_id.split('/')[-1]}-s{self.seed}"
+
+    @property
+    def num_iterations(self) -> int:
+        """Iterations the training loop runs: `iterations`, or what the config's `loop_unit` names."""
+        return getattr(self, self.loop_unit)
 
     @property
     def sampling(self) -> SamplingConfig:

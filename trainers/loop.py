@@ -3,6 +3,7 @@ resume, the env-step clock and the progress bar."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -55,20 +56,42 @@ class Clock:
         self.env_steps = state["env_steps"]
 
 
-def progress_bar(total: int, description: str, enabled: bool):
-    """A rich progress bar (a no-op object when disabled)."""
+def progress_enabled(setting: bool | None) -> bool:
+    """Whether to show progress bars: `setting` when given, else only when stdout is a terminal (a
+    log file or a pipe gets the normal output alone)."""
+    return sys.stdout.isatty() if setting is None else bool(setting)
+
+
+def progress_bar(total: int, description: str, enabled: bool, completed: int = 0):
+    """A rich progress bar with a `status` text field, and its task (a no-op object when disabled)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(
         TextColumn("{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=20),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("{task.fields[status]}"),
         disable=not enabled,
     )
-    task = bar.add_task(description, total=total, status="")
+    task = bar.add_task(description, total=total, completed=completed, status="")
     return bar, task
+
+
+def progress_status(metrics: dict[str, Any], held_out: float | None, doing: str = "") -> str:
+    """The bar's text: the latest iteration's env steps, first loss and training success, the newest
+    held-out success (`held_out`) and what the loop is doing now (`doing`)."""
+    parts = []
+    if "charts/env_steps" in metrics:
+        parts.append(f"{metrics['charts/env_steps']:,} env steps")
+    losses = [key for key in metrics if key.startswith("losses/")]
+    if losses:
+        parts.append(f"{losses[0].removeprefix('losses/')} loss {metrics[losses[0]]:.3g}")
+    if "charts/train_success_rate" in metrics:
+        parts.append(f"train {metrics['charts/train_success_rate']:.0%}")
+    if held_out is not None:
+        parts.append(f"held-out {held_out:.0%}")
+    return " | ".join([*parts, doing] if doing else parts)
 
 
 class Trainer:
@@ -145,17 +168,26 @@ def _train_loop(trainer: Any, resume: bool) -> list[dict[str, Any]]:
             clock.load_state_dict(state["clock"])
             start = state["iteration"]
         run.rewind(start if state is not None else -1)  # without a checkpoint, iteration 0 reruns too
-    if start == 0:
-        run.log({**evaluate_policy(trainer.agent, config), **clock.charts(0)}, 0)
+    total = config.num_iterations
     history = []
-    bar, task = progress_bar(config.iterations - start, f"{config.algo} {config.env_id}", config.progress)
+    description = f"{config.algo} {config.loop_unit}"  # short: the status text needs the width
+    bar, task = progress_bar(total, description, progress_enabled(config.progress), completed=start)
     with bar:
-        for iteration in range(start + 1, config.iterations + 1):
+        if start == 0:
+            bar.update(task, status="evaluating")
+            run.log({**evaluate_policy(trainer.agent, config), **clock.charts(0)}, 0)
+        evals = [m["eval/success_rate"] for m in run.metrics() if "eval/success_rate" in m]
+        held_out = evals[-1] if evals else None  # shown in the bar until the next eval
+        metrics: dict[str, Any] = {}
+        for iteration in range(start + 1, total + 1):
+            bar.update(task, status=progress_status(metrics, held_out, "training"))
             metrics, steps = trainer.iteration(iteration)
             metrics.update(clock.charts(steps))
-            last = iteration == config.iterations
+            last = iteration == total
             if iteration % config.eval_every == 0 or last:
+                bar.update(task, status=progress_status(metrics, held_out, "evaluating"))
                 metrics.update(evaluate_policy(trainer.agent, config))
+                held_out = metrics["eval/success_rate"]
             reached = (
                 config.target_success is not None
                 and metrics.get("eval/success_rate", 0.0) >= config.target_success
@@ -164,8 +196,7 @@ def _train_loop(trainer: Any, resume: bool) -> list[dict[str, Any]]:
             history.append(metrics)
             if iteration % config.save_every == 0 or last or reached:
                 run.save_checkpoint(iteration, {**trainer.state_dict(), "clock": clock.state_dict()})
-            status = f"success {metrics['eval/success_rate']:.0%}" if "eval/success_rate" in metrics else ""
-            bar.update(task, advance=1, **({"status": status} if status else {}))
+            bar.update(task, advance=1, status=progress_status(metrics, held_out))
             if reached:
                 break
     run.write_curve()

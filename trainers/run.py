@@ -34,10 +34,12 @@ class Run:
             yaml = require("yaml", "train", "config files")
             saved = yaml.safe_load(config_path.read_text())
             current = yaml.safe_load(config_yaml(config))
+            # the loop's length may grow (resuming extends the same run) and the display may change
+            free = {"iterations", config.loop_unit, "progress"}
             changed = sorted(
-                k for k in set(saved) | set(current) if k != "iterations" and saved.get(k) != current.get(k)
+                k for k in set(saved) | set(current) if k not in free and saved.get(k) != current.get(k)
             )
-            if changed:  # only `iterations` may grow: resuming extends the same run
+            if changed:
                 raise ConfigError(
                     f"cannot resume {self.dir}: config differs from its config.yaml in {changed}"
                 )
@@ -104,7 +106,12 @@ class Run:
         return state
 
     def write_curve(self, title: str | None = None) -> Path:
-        return plot_curves({self.config.algo: self.metrics()}, self.dir / "curve.png", title or self.dir.name)
+        return plot_curves(
+            {self.config.algo: self.metrics()},
+            self.dir / "curve.png",
+            title or self.dir.name,
+            axis=self.config.curve_axis,
+        )
 
     def close(self) -> None:
         self.trajectories.close()
@@ -175,22 +182,34 @@ def load_checkpoint_state(state: dict[str, Any], agent: HFAgent, **parts: Any) -
             part.load_state_dict(state[name])
 
 
-def plot_curves(curves: dict[str, list[dict[str, Any]]], path: str | Path, title: str) -> Path:
-    """Success rate (with its 95% CI band) vs env steps, one line per named metrics list."""
+# curve.png's x axes: {name: (metrics key, axis label)}. RL trainers are compared by the env steps they
+# played; BC plays its demonstrations once, so it is plotted against the epochs it trained on them.
+CURVE_AXES = {
+    "env_steps": ("charts/env_steps", "env steps (training turns)"),
+    "epochs": ("iteration", "epochs (passes over the demonstration turns)"),
+}
+
+
+def plot_curves(
+    curves: dict[str, list[dict[str, Any]]], path: str | Path, title: str, axis: str = "env_steps"
+) -> Path:
+    """Success rate (with its 95% CI band) vs `axis` (a key of `CURVE_AXES`), one line per named
+    metrics list."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    key, label_x = CURVE_AXES[axis]
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, metrics in curves.items():
         points = [m for m in metrics if "eval/success_rate" in m]
         if not points:
             continue
-        x = [m["charts/env_steps"] for m in points]
+        x = [m[key] for m in points]
         ax.plot(x, [m["eval/success_rate"] for m in points], marker="o", label=label)
         ax.fill_between(x, [m["eval/ci_low"] for m in points], [m["eval/ci_high"] for m in points], alpha=0.2)
-    ax.set_xlabel("env steps (training turns)")
+    ax.set_xlabel(label_x)
     ax.set_ylabel("success rate (held-out test tasks)")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
@@ -203,3 +222,13 @@ def plot_curves(curves: dict[str, list[dict[str, Any]]], path: str | Path, title
     plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())
     return Path(path)
+
+
+def run_curve_axis(run_dir: str | Path) -> str:
+    """The curve axis of a run folder: its algorithm's (`algo` in its config.yaml), else env steps."""
+    from turngym.trainers import ALGORITHMS, algorithm
+
+    yaml = require("yaml", "train", "config files")
+    path = Path(run_dir) / "config.yaml"
+    algo = (yaml.safe_load(path.read_text()) or {}).get("algo") if path.exists() else None
+    return algorithm(algo)[0].curve_axis if algo in ALGORITHMS else "env_steps"
