@@ -46,8 +46,18 @@ def make_agent(name: str, **kwargs: Any) -> Agent:
         if "model" not in kwargs:
             raise ConfigError("the vllm agent needs model= (a Hugging Face model id or folder)")
         return __getattr__("VLLMAgent")(**kwargs)
-    if (Path(name) / "config.json").exists() or (Path(name) / "adapter_config.json").exists():
+    folder = Path(name)
+    if (folder / "config.json").exists() or (folder / "adapter_config.json").exists():
         return __getattr__("HFAgent").load(name, **kwargs)
+    if folder.is_dir():
+        raise ConfigError(
+            f"agent folder {name} holds no saved model (no config.json or adapter_config.json): give a folder "
+            "that agent.save() wrote, such as the runs/NAME/agent of `turngym train`"
+        )
+    if len(folder.parts) > 1 or name.startswith((".", "~")):  # a path, not a name
+        raise ConfigError(
+            f"agent folder {name} does not exist. Valid agents: {list(AGENT_NAMES)} or the folder of a saved model"
+        )
     raise ConfigError(
         f"unknown agent {name!r}.{did_you_mean(name, AGENT_NAMES)} Valid agents: {list(AGENT_NAMES)} "
         "or the folder of a saved model"

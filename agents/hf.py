@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from turngym.agents.prompting import few_shot_messages, parse_reply, prepare_conversation, react_stop
-from turngym.agents.sampling import Generation, SamplingConfig, cut_at_stop
+from turngym.agents.sampling import Generation, SamplingConfig, cut_at_stop, stream_seed
 from turngym.errors import ConfigError, require
 from turngym.types import Conversation, Trajectory
 
@@ -95,6 +95,7 @@ class HFAgent:
             raise ConfigError(
                 f"max_context_tokens must leave room for a prompt, got {self.max_context_tokens}"
             )
+        self.seed = seed
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
 
     @property
@@ -145,28 +146,39 @@ class HFAgent:
         return [g.text for g in self.generate(conversations)]
 
     def generate(
-        self, conversations: Sequence[Conversation], sampling: SamplingConfig | None = None
+        self,
+        conversations: Sequence[Conversation],
+        sampling: SamplingConfig | None = None,
+        *,
+        streams: Sequence[Hashable] | None = None,
     ) -> list[Generation]:
         """One batched `model.generate` call for all conversations. `text` is the action the env
-        receives (cut at a stop string; with `react`, the text of the last `Action:` line)."""
+        receives (cut at a stop string; with `react`, the text of the last `Action:` line).
+
+        Each row samples from its own generator: seeded from the agent's `seed` and `streams[i]`
+        when given (the rollout passes each episode's key and turn, so an episode draws the same
+        tokens whatever batch it shares), else from a seed drawn from the agent's `generator`."""
         import torch
 
         if not conversations:
             return []
+        if streams is not None and len(streams) != len(conversations):
+            raise ValueError(f"{len(conversations)} conversations but {len(streams)} streams")
         sampling = sampling or self.sampling
         stop = react_stop(sampling.stop) if self.react else sampling.stop
         input_ids, attention_mask, _ = self._left_pad([self.prompt_ids(c) for c in conversations])
         kwargs: dict[str, Any] = {"do_sample": False}
         if not sampling.greedy:
-            kwargs = {
-                "do_sample": True,
-                "temperature": sampling.temperature,
-                "top_p": sampling.top_p,
-                "top_k": 0,
-            }
+            if streams is None:
+                seeds = torch.randint(0, 2**62, (len(conversations),), generator=self.generator).tolist()
+            else:
+                seeds = [stream_seed(self.seed, key) for key in streams]
+            # transformers samples the whole batch from one generator, so a row's draws would
+            # depend on the rows beside it; argmax over per-row Gumbel noise samples each row alone
+            kwargs["logits_processor"] = [_row_sampler(seeds, sampling.temperature, sampling.top_p)]
         was_training = self.model.training
         self.model.eval()
-        with torch.no_grad(), _seeded(self.generator):
+        with torch.no_grad():
             out = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
@@ -309,20 +321,25 @@ def add_lora(model: PreTrainedModel, **lora_config: Any) -> PreTrainedModel:
     return peft.get_peft_model(model, peft.LoraConfig(**config))
 
 
-class _seeded:
-    """Sample from a dedicated generator so that an agent's draws do not depend on global RNG use."""
+def _row_sampler(seeds: Sequence[int], temperature: float, top_p: float) -> Any:
+    """A transformers logits processor that makes greedy decoding sample: row i's scores at
+    `temperature`, cut to the top-p nucleus, plus Gumbel noise from row i's own generator, whose
+    argmax is a draw from softmax(scores / temperature) over the nucleus (the Gumbel-max trick)."""
+    import torch
+    from transformers import LogitsProcessor
 
-    def __init__(self, generator: torch.Generator) -> None:
-        self.generator = generator
+    generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
 
-    def __enter__(self) -> None:
-        import torch
+    class RowSampler(LogitsProcessor):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            scores = scores.float() / temperature
+            if top_p < 1:  # as transformers' TopPLogitsWarper: drop the tail holding 1 - top_p
+                ordered, order = scores.sort(dim=-1)
+                tail = ordered.softmax(-1).cumsum(-1) <= 1 - top_p
+                tail[:, -1] = False  # always keep the most likely token
+                scores = scores.masked_fill(tail.scatter(1, order, tail), float("-inf"))
+            uniform = torch.stack([torch.rand(scores.shape[-1], generator=g) for g in generators])
+            gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-20)))
+            return scores + gumbel.to(scores.device)
 
-        self.saved = torch.random.get_rng_state()
-        torch.random.set_rng_state(self.generator.get_state())
-
-    def __exit__(self, *exc: object) -> None:
-        import torch
-
-        self.generator.set_state(torch.random.get_rng_state())
-        torch.random.set_rng_state(self.saved)
+    return RowSampler()

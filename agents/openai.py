@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from turngym.agents.prompting import few_shot_messages, parse_reply, prepare_conversation, react_stop
 from turngym.agents.sampling import SamplingConfig, cut_at_stop
 from turngym.errors import ConfigError, TurnGymError, require
+from turngym.tools import ToolCallError, load_json
 from turngym.types import Conversation, Trajectory
 
 if TYPE_CHECKING:
@@ -196,9 +197,10 @@ def _tool_call_block(call: dict[str, Any]) -> str:
     function = call.get("function") or {}
     arguments = function.get("arguments") or "{}"
     if isinstance(arguments, str):
-        # a malformed JSON string is kept as it is: the env reports the call as an invalid action
-        with contextlib.suppress(json.JSONDecodeError):
-            arguments = json.loads(arguments)
+        # malformed or hostile JSON (bad syntax, nested 1,000 deep) is kept as it is: the env reports
+        # the call as an invalid action
+        with contextlib.suppress(ToolCallError):
+            arguments = load_json(arguments, "the `arguments` string")
     payload = json.dumps({"name": function.get("name", ""), "arguments": arguments}, ensure_ascii=False)
     return f"<tool_call>{payload}</tool_call>"
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from turngym.errors import ConfigError
@@ -54,3 +55,11 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
         if s and (i := text.find(s)) != -1:
             cut = min(cut, i)
     return text[:cut].strip()
+
+
+def stream_seed(*key: Hashable) -> int:
+    """A 63-bit seed named by `key` (ints, strings, None): the same key gives the same seed on every
+    machine and Python run (no `hash()` salt). LM agents seed one sampler per episode and turn
+    from it, so an episode's tokens do not depend on which other episodes share its batch."""
+    digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1

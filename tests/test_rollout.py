@@ -102,6 +102,32 @@ def test_bad_agent_output_is_a_clear_error():
         turngym.rollout("turngym/KeyDoor-v0", Broken(), 2, batch_size=2)
 
 
+class ExplodingChain(ChainEnv):
+    """A buggy env: `step("explode")` raises."""
+
+    def step(self, action):
+        if action == "explode":
+            raise ZeroDivisionError("division by zero")
+        return super().step(action)
+
+
+def test_an_env_that_raises_names_env_episode_and_action_and_keeps_finished_episodes(tmp_path):
+    class ExplodeOnSeed7:
+        def act(self, conversations, episodes=None):
+            return ["explode" if e.seed == 7 else "right" for e in episodes]
+
+    path = tmp_path / "t.jsonl"
+    with pytest.raises(turngym.EnvError) as caught:
+        turngym.rollout(
+            ExplodingChain, ExplodeOnSeed7(), seeds=[5, 6, 7], batch_size=1, max_turns=9, sink=path
+        )
+    message = str(caught.value)
+    assert "ExplodingChain step raised ZeroDivisionError: division by zero" in message
+    assert "episode 2, seed 7, task_id 'chain-3', turn 0, action 'explode'" in message
+    assert isinstance(caught.value.__cause__, ZeroDivisionError)  # the env bug is not hidden
+    assert [t.seed for t in turngym.read_trajectories(path)] == [5, 6]
+
+
 def test_bad_arguments():
     with pytest.raises(ConfigError, match="disagree"):
         turngym.rollout("turngym/KeyDoor-v0", RandomAgent(), 3, seeds=[1, 2])

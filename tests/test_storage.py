@@ -7,7 +7,7 @@ import pytest
 
 import turngym
 from turngym.agents import ExpertAgent, RandomAgent
-from turngym.storage import JsonlWriter, atomic_write_text, iter_jsonl
+from turngym.storage import JsonlWriter, atomic_write_text, iter_jsonl, to_json_line
 
 
 @pytest.fixture
@@ -27,6 +27,20 @@ def test_jsonl_round_trip(tmp_path, trajectories):
     assert loaded[0].turns[0].info["state_key"] == json.loads(
         json.dumps(trajectories[0].turns[0].info["state_key"])
     )
+
+
+def test_an_action_with_an_unpaired_surrogate_is_stored_and_read_back(tmp_path):
+    """Found while fuzzing (issue 17): writing such an action raised UnicodeEncodeError mid-rollout."""
+
+    class Surrogate:
+        def act(self, conversations, episodes=None):
+            return ["open door \ud800"] * len(conversations)
+
+    path = tmp_path / "t.jsonl"
+    written = turngym.rollout("turngym/KeyDoor-v0", Surrogate(), 2, max_turns=2, sink=path)
+    loaded = turngym.read_trajectories(path)
+    assert [to_json_line(t.to_dict()) for t in loaded] == [to_json_line(t.to_dict()) for t in written]
+    assert loaded[0].turns[0].action == "open door \ud800"
 
 
 def test_truncated_last_line_is_skipped_with_a_warning(tmp_path, trajectories):

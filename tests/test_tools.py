@@ -132,6 +132,49 @@ def test_malformed_actions_say_what_is_wrong(action, message):
         parse_tool_action(action)
 
 
+@pytest.mark.parametrize(
+    ("action", "message"),
+    [
+        ('{"a":' * 1000, "nested more than 32 levels deep"),  # issue 17: RecursionError in json
+        ("[" * 100_000 + "{", "nested more than 32 levels deep"),
+        ('{"name": "lookup", "arguments": "' + "[" * 5000 + '"}', "`arguments` string is JSON nested"),
+        ('{"name": "lookup", "arguments": {"year": ' + "1" * 5000 + "}}", "bad JSON in the tool call"),
+        ('{"name": "lookup", "arguments": {"city": "\\ud800"}}', "unpaired surrogate"),
+        ("<answer>\ud800</answer>", "unpaired surrogate"),
+        (None, "an action is text"),
+        (b'{"name": "lookup"}', "an action is text"),
+        ({"name": "lookup", "arguments": {}}, "got dict"),
+    ],
+    ids=[
+        "deep-object",
+        "deep-array",
+        "deep-arguments-string",
+        "long-int",
+        "surrogate-escape",
+        "surrogate-char",
+        "none",
+        "bytes",
+        "dict",
+    ],
+)
+def test_hostile_actions_are_tool_call_errors(action, message):
+    with pytest.raises(ToolCallError, match=message):
+        parse_tool_action(action)
+
+
+def test_json_depth_limit_keeps_brackets_inside_strings_and_real_calls():
+    deep_string = "[" * 100
+    assert parse_tool_action(json.dumps({"name": "f", "arguments": {"s": deep_string}})).arguments == {
+        "s": deep_string
+    }
+    nested = {"name": "f", "arguments": {"x": [[[[[[1]]]]]]}}
+    assert parse_tool_action(json.dumps(nested)) == ToolCall("f", nested["arguments"])
+
+
+def test_deep_json_answer_to_a_set_question_is_just_a_wrong_answer():
+    assert not check_answer("[" * 5000, ("a", "b"), "set")
+
+
 def test_argument_validation():
     schema = function_schema(lookup)
     assert validate_arguments(schema, {"city": "Oslo", "year": 2020, "tags": ["a"]}) is None
@@ -235,6 +278,27 @@ def test_tool_env_episode_and_errors():
     assert "incorrect" in obs
     with pytest.raises(ValueError, match="unknown task_id 'add-9'"):
         env.reset(options={"task_id": "add-9"})
+
+
+def test_hostile_actions_are_invalid_actions_in_every_tool_env():
+    """Issue 17: these raised RecursionError / UnicodeEncodeError from `step` and aborted a rollout."""
+    hostile = (
+        '{"a":' * 1000,
+        '{"name": "calculate", "arguments": {"expression": "\\ud800"}}',
+        '{"name": "query", "arguments": {"sql": "SELECT \'\\udfff\'"}}',
+        '{"name": "search", "arguments": {"query": "\ud800"}}',
+        "<answer>" + "[" * 5000 + "</answer>",
+        None,
+        7,
+    )
+    for env_id in ("turngym/Calc-v0", "turngym/SQL-v0", "turngym/SearchQA-v0", "turngym/Python-v0"):
+        env = turngym.make(env_id)
+        for action in hostile:
+            env.reset(seed=0)
+            obs, _, terminated, _, info = env.step(action)
+            if not terminated:  # an <answer> is a (wrong) final answer, the rest are invalid
+                assert info["valid_action"] is False and obs.startswith("Invalid action"), (env_id, obs)
+        env.close()
 
 
 def test_tool_env_expert_and_splits():

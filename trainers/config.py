@@ -81,7 +81,7 @@ class TrainConfig:
     tensorboard: bool = True
     """Also log to TensorBoard event files in the run folder."""
     progress: bool | None = None
-    """Show a rich progress bar over iterations with the latest metrics (None: when stdout is a terminal)."""
+    """Show a rich progress bar (on stderr) over iterations with the latest metrics (None: when stderr is a terminal)."""
 
     algo = "train"  # class-level name used for the default run name
     loop_unit = "iterations"  # the field counting the training loop's iterations (BC: epochs)

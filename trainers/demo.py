@@ -110,7 +110,7 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo on `env_id` (one of `SETUPS`) into `runs_dir/demo` (replacing an earlier demo
     there); returns the results table's rows. Each stage prints its numbers as it finishes; `progress`
-    (None: when stdout is a terminal) shows a bar inside each stage."""
+    (None: when stderr is a terminal) shows a bar on stderr inside each stage."""
     import turngym
     from turngym.agents import RandomAgent
     from turngym.trainers.archer import ArcherConfig, ArcherTrainer

@@ -57,13 +57,15 @@ class Clock:
 
 
 def progress_enabled(setting: bool | None) -> bool:
-    """Whether to show progress bars: `setting` when given, else only when stdout is a terminal (a
-    log file or a pipe gets the normal output alone)."""
-    return sys.stdout.isatty() if setting is None else bool(setting)
+    """Whether to show progress bars: `setting` when given, else only when stderr, where the bars go
+    (as `turngym eval`'s), is a terminal; stdout keeps the normal output alone either way."""
+    return sys.stderr.isatty() if setting is None else bool(setting)
 
 
 def progress_bar(total: int, description: str, enabled: bool, completed: int = 0):
-    """A rich progress bar with a `status` text field, and its task (a no-op object when disabled)."""
+    """A rich progress bar on stderr with a `status` text field, and its task (a no-op object when
+    disabled)."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(
@@ -72,6 +74,7 @@ def progress_bar(total: int, description: str, enabled: bool, completed: int = 0
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("{task.fields[status]}"),
+        console=Console(stderr=True),
         disable=not enabled,
     )
     task = bar.add_task(description, total=total, completed=completed, status="")

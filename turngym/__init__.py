@@ -4,7 +4,7 @@ import turngym.agents
 import turngym.envs  # noqa: F401  (registers the built-in env ids)
 from turngym.core import SPLITS, ResetOptions, StepInfo, TextEnv, parse_reset_options, text_space
 from turngym.env_checker import check_env
-from turngym.errors import ConfigError, MissingDependencyError, TurnGymError, UnknownEnvError
+from turngym.errors import ConfigError, EnvError, MissingDependencyError, TurnGymError, UnknownEnvError
 from turngym.eval import EvalResult, evaluate, summarize, wilson_interval
 from turngym.prompts import parse_react_action
 from turngym.registry import list_envs, make, register, spec
@@ -20,6 +20,7 @@ __all__ = [
     "Agent",
     "ConfigError",
     "Conversation",
+    "EnvError",
     "EvalResult",
     "JsonlWriter",
     "LiveEpisode",

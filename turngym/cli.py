@@ -1,4 +1,7 @@
-"""The `turngym` command line: list, play, eval, train, report, demo."""
+"""The `turngym` command line: list, play, eval, check, train, report, demo.
+
+Every ENV argument is a registered id (`turngym/KeyDoor-v0`) or, as in `gymnasium.make`, the module
+that registers it and the id: `my_module:my/Env-v0` or `path/to/file.py:my/Env-v0`."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 import turngym
-from turngym.errors import TurnGymError
+from turngym.errors import TurnGymError, exception_line
 from turngym.eval import EvalResult
 
 
@@ -76,10 +79,26 @@ app = typer.Typer(
 )
 console = Console()
 
+ENV_HELP = "Env id (turngym/KeyDoor-v0), or module:id / path/to/file.py:id to import it first."
+
 
 @app.command("list")
-def list_command() -> None:
+def list_command(
+    sources: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Modules or .py files to import first (their envs are listed too).", show_default=False
+        ),
+    ] = None,
+) -> None:
     """List the registered environment ids."""
+    from turngym.registry import import_env_source
+
+    try:
+        for source in sources or []:
+            import_env_source(source)
+    except TurnGymError as exc:
+        raise _fail(str(exc)) from None
     table = Table("id", "description", "max turns")
     for env_id, description in turngym.list_envs().items():
         table.add_row(env_id, description, str(turngym.spec(env_id).max_episode_steps or "-"))
@@ -88,7 +107,7 @@ def list_command() -> None:
 
 @app.command()
 def play(
-    env_id: Annotated[str, typer.Argument(help="Env id, e.g. turngym/KeyDoor-v0.")],
+    env_id: Annotated[str, typer.Argument(help=ENV_HELP)],
     seed: Annotated[int, typer.Option(help="Episode seed.")] = 0,
     split: Annotated[str, typer.Option(help="Task split: train or test.")] = "train",
     task_id: Annotated[str | None, typer.Option(help="Replay this exact task.")] = None,
@@ -119,8 +138,8 @@ def play(
     while True:
         console.rule(f"turn {turn}")
         console.print(observation, highlight=False)
-        if info.get("admissible_actions"):
-            console.print(f"[dim]valid actions: {' | '.join(info['admissible_actions'])}[/]", highlight=False)
+        if admissible := _admissible_actions(env, info):
+            console.print(f"[dim]valid actions: {escape(' | '.join(admissible))}[/]", highlight=False)
         try:
             action = input("> ")
         except EOFError:
@@ -130,6 +149,8 @@ def play(
         observation, reward, terminated, truncated, info = env.step(action)
         total += float(reward)
         turn += 1
+        if info.get("valid_action") is False:
+            console.print(f"[bold red]invalid action:[/] {escape(repr(action))}", highlight=False)
         if terminated or truncated:
             console.print(observation, highlight=False)
             outcome = "success" if info.get("success") else ("out of turns" if truncated else "failed")
@@ -138,13 +159,26 @@ def play(
     env.close()
 
 
+def _admissible_actions(env: Any, info: dict[str, Any]) -> list[str]:
+    """The actions valid now: from the step's info, else from the env's `admissible_actions()` (so
+    they show from turn 0 even where the reset info does not list them); [] where it cannot list them."""
+    if info.get("admissible_actions"):
+        return [str(a) for a in info["admissible_actions"]]
+    try:
+        listed = env.get_wrapper_attr("admissible_actions")()
+    except (AttributeError, NotImplementedError):
+        return []
+    return [str(a) for a in listed or []]
+
+
 @app.command("eval")
 def eval_command(
-    env_id: Annotated[str, typer.Argument(help="Env id, e.g. turngym/KeyDoor-v0.")],
+    env_id: Annotated[str, typer.Argument(help=ENV_HELP)],
     agent: Annotated[
         str,
         typer.Option(
-            help="Agent: expert, random, openai (OPENAI_* env vars), or the folder of a saved model."
+            help="Agent: expert, random, openai (an OpenAI-compatible endpoint: OPENAI_* env vars), vllm "
+            "(needs --model), or the folder of a saved model (runs/NAME/agent)."
         ),
     ] = "random",
     episodes: Annotated[int, typer.Option(min=1, help="Number of evaluation episodes.")] = 100,
@@ -153,10 +187,29 @@ def eval_command(
     seed: Annotated[int, typer.Option(help="Episode i uses seed + i.")] = 0,
     max_turns: Annotated[int | None, typer.Option(min=1, help="Turn limit (default: the env's).")] = None,
     out: Annotated[Path | None, typer.Option(help="Save results JSON here (resumes if interrupted).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model of --agent openai (default: OPENAI_MODEL) or vllm (a Hugging Face id or folder)."
+        ),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", help="No progress bar (there is none off a terminal).")
+    ] = False,
 ) -> None:
     """Evaluate an agent: success rate with a 95% Wilson interval, reward, turns, per task type."""
     try:
-        policy = turngym.agents.make_agent(agent)
+        if model is not None and agent not in ("openai", "vllm"):
+            raise TurnGymError(f"--model applies to --agent openai or vllm, not {agent!r}")
+        policy = turngym.agents.make_agent(agent, **({"model": model} if model is not None else {}))
+        sampling = getattr(policy, "sampling", None)
+        if sampling is not None:  # an LM agent: say how it decodes
+            stop = ", ".join(repr(s) for s in sampling.stop)
+            console.print(
+                f"sampling: temperature {sampling.temperature:g}{' (greedy)' if sampling.greedy else ''}, "
+                f"top_p {sampling.top_p:g}, max_new_tokens {sampling.max_new_tokens}, stop [{stop}]",
+                highlight=False,
+            )
         result = turngym.evaluate(
             env_id,
             policy,
@@ -166,13 +219,18 @@ def eval_command(
             seed=seed,
             max_turns=max_turns,
             out=out,
-            progress=sys.stderr.isatty(),
+            progress=not quiet and _on_terminal(),
         )
     except (TurnGymError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
     print_result(result)
     if out is not None:
         console.print(f"saved {out} and {out}.trajectories.jsonl")
+
+
+def _on_terminal() -> bool:
+    """Progress bars go to stderr: on where it is a terminal."""
+    return sys.stderr.isatty()
 
 
 def print_result(result: EvalResult, title: str | None = None) -> None:
@@ -198,16 +256,40 @@ def print_result(result: EvalResult, title: str | None = None) -> None:
 
 
 @app.command()
+def check(
+    env_id: Annotated[str, typer.Argument(help=ENV_HELP)],
+    seed: Annotated[int, typer.Option(help="Seed of the episodes checked.")] = 0,
+) -> None:
+    """Check an env against the TurnGym contract (`turngym.check_env`) and print what was checked."""
+    try:
+        env = turngym.make(env_id)
+    except (TurnGymError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    name = env.spec.id if env.spec is not None else env_id
+    try:
+        passed = turngym.check_env(env, seed=seed)
+    except AssertionError as exc:
+        raise _fail(f"{name} fails check_env: {exc}") from None
+    except Exception as exc:  # the env itself raised: what and where, on one line
+        raise _fail(f"{name} raised during check_env: {exception_line(exc)}") from None
+    finally:
+        env.close()
+    for line in passed:
+        console.print(f"[green]ok[/] {escape(line)}", highlight=False, soft_wrap=True)
+    console.print(f"[bold]{name} passes check_env ({len(passed)} checks)[/]", highlight=False, soft_wrap=True)
+
+
+@app.command()
 def train(
     algo: Annotated[str, typer.Argument(help="Algorithm: archer, bc, ppo or grpo.")],
-    env_id: Annotated[str, typer.Argument(help="Env id, e.g. turngym/KeyDoor-v0.")],
+    env_id: Annotated[str, typer.Argument(help=ENV_HELP)],
     config: Annotated[Path | None, typer.Option(help="YAML file of config keys.")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config key: --set lr=1e-3 (repeatable).")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run from its newest checkpoint.")] = False,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Hide the progress bar (shown by default on a terminal).")
+        bool, typer.Option("--quiet", help="Hide the progress bar (shown by default on a terminal).")
     ] = False,
 ) -> None:
     """Train a policy (default: a TinyAgent built for the env) and write runs/NAME/. A progress bar
@@ -269,7 +351,7 @@ def demo(
         typer.Option(help="turngym/RiverCrossing-v0, or turngym/KeyDoor-v0 (where ArCHer does not lift BC)."),
     ] = "turngym/RiverCrossing-v0",
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Hide the progress bars (shown by default on a terminal).")
+        bool, typer.Option("--quiet", help="Hide the progress bars (shown by default on a terminal).")
     ] = False,
 ) -> None:
     """The main job: random policy, then a TinyAgent warmed up by behaviour cloning on a few expert

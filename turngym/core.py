@@ -124,7 +124,8 @@ class TextEnv(gymnasium.Env[str, str]):
     `self.np_random`), `step`, and the `instructions` property; optionally `expert_action`,
     `admissible_actions` and `get_state`/`set_state` (the default deep-copies the instance's state).
     An invalid action is never an exception: it is an observation saying what went wrong with
-    `info["valid_action"] = False`.
+    `info["valid_action"] = False`, whatever the model sent (a value that is not a `str` included;
+    `tests/test_fuzz.py` checks every registered env).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"], "render_fps": 1}

@@ -20,8 +20,9 @@ def check_env(
     max_steps: int = 20,
     invalid_actions: Sequence[str] = ("",),
     skip_gymnasium: bool = False,
-) -> None:
-    """Raise `AssertionError` where `env` breaks the TurnGym contract.
+) -> list[str]:
+    """Raise `AssertionError` where `env` breaks the TurnGym contract; return the checks that passed,
+    one line each (what `turngym check` prints).
 
     Checks: Gymnasium's `check_env`; `instructions` and the reset info (`task`, `task_id`); the same
     seed gives the same episode (observations, rewards and infos) along the expert's (or admissible)
@@ -31,13 +32,16 @@ def check_env(
     text_env = env.unwrapped
     assert isinstance(text_env, TextEnv), f"{type(text_env).__name__} is not a turngym.TextEnv"
     name = type(text_env).__name__
+    passed: list[str] = []
     if not skip_gymnasium:
         gymnasium_check_env(text_env, skip_render_check=True)
+        passed.append("Gymnasium's check_env: spaces, reset/step signatures, seeding")
 
     instructions = text_env.instructions
     assert isinstance(instructions, str) and instructions.strip(), (
         f"{name}.instructions must be non-empty text"
     )
+    passed.append(f"instructions: non-empty text ({len(instructions)} characters)")
 
     first = _play(text_env, seed, max_steps)
     second = _play(text_env, seed, max_steps)
@@ -51,6 +55,14 @@ def check_env(
     assert replay[0][1].get("task_id") == reset_info["task_id"], (
         f"{name}: reset(options={{'task_id'}}) must replay that task"
     )
+    text_env.reset(seed=seed)
+    guide = "expert's" if text_env.expert_action() is not None else "admissible"
+    passed.append(
+        f"seed {seed} gives the same episode twice ({len(first) - 1} step(s) along the {guide} actions, "
+        "every step with "
+        "bool valid_action and success)"
+    )
+    passed.append(f"reset info holds task and task_id; task_id {reset_info['task_id']!r} replays that task")
 
     for action in GARBAGE_ACTIONS + tuple(invalid_actions):
         text_env.reset(seed=seed)
@@ -61,16 +73,26 @@ def check_env(
         _check_step_info(name, info)
         if action in invalid_actions:
             assert info["valid_action"] is False, f"{name}: step({action[:20]!r}) must set valid_action=False"
+    passed.append(
+        f"{len(GARBAGE_ACTIONS)} garbage actions (empty, binary, 10,000 characters, ...) return feedback, "
+        f"never raise; {len(invalid_actions)} known invalid action(s) set valid_action=False"
+    )
 
     text_env.reset(seed=seed)
     snapshot = text_env.get_state()
-    for action in (text_env.admissible_actions() or [])[:20]:
+    admissible = text_env.admissible_actions()
+    for action in (admissible or [])[:20]:
         text_env.set_state(snapshot)
         *_, info = text_env.step(action)
         assert info["valid_action"] is True, f"{name}: admissible action {action!r} was reported invalid"
+    passed.append(
+        "admissible_actions() not implemented (optional)"
+        if admissible is None
+        else f"all {min(len(admissible), 20)} admissible actions at reset are valid"
+    )
 
     text_env.reset(seed=seed)
-    action = _next_action(text_env)
+    action = scripted_action(text_env)
     snapshot = text_env.get_state()
     once = text_env.step(action)
     text_env.set_state(snapshot)
@@ -78,9 +100,12 @@ def check_env(
     assert _comparable(once) == _comparable(again), (
         f"{name}: set_state(get_state()) did not restore the state"
     )
+    passed.append("set_state(get_state()) replays the same step")
+    return passed
 
 
-def _next_action(env: TextEnv) -> str:
+def scripted_action(env: TextEnv) -> str:
+    """The expert's next action, else the first admissible one, else `look`."""
     expert = env.expert_action()
     if expert is not None:
         return expert
@@ -92,7 +117,7 @@ def _play(env: TextEnv, seed: int, max_steps: int, options: dict[str, Any] | Non
     observation, info = env.reset(seed=seed, options=options)
     record: list[Any] = [(observation, _comparable(info))]
     for _ in range(max_steps):
-        step = env.step(_next_action(env))
+        step = env.step(scripted_action(env))
         _check_step_info(type(env).__name__, step[4])
         record.append(_comparable(step))
         if step[2] or step[3]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import traceback
 from collections.abc import Iterable
 from types import ModuleType
 
@@ -23,6 +24,11 @@ class ConfigError(TurnGymError, ValueError):
     """A bad config value or key."""
 
 
+class EnvError(TurnGymError, RuntimeError):
+    """An env's `step` raised during a rollout (an env bug: an agent's bad action is feedback, never an
+    exception). The message names the env, the episode and the action; `__cause__` is the original."""
+
+
 class MissingDependencyError(TurnGymError, ImportError):
     """An optional dependency is not installed."""
 
@@ -39,6 +45,17 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """' Did you mean `x`?' or '' when nothing is close."""
     matches = close_matches(name, candidates)
     return f" Did you mean {' or '.join(f'`{m}`' for m in matches)}?" if matches else ""
+
+
+def exception_line(exc: BaseException) -> str:
+    """`Type: message (file:line)` of the innermost frame outside importlib: an error in user code
+    (an env file, an env's step) as one line that still says where."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "importlib" not in f.filename]
+    place = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    message = " ".join(str(exc).split())
+    if len(message) > 200:  # e.g. an error quoting a 10,000-character garbage action
+        message = message[:200] + "..."
+    return f"{type(exc).__name__}: {message}{place}"
 
 
 def require(module: str, extra: str, what: str | None = None) -> ModuleType:

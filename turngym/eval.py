@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from turngym.errors import ConfigError
+from turngym.registry import spec
 from turngym.rollout import Agent, EnvFactory, rollout
 from turngym.storage import atomic_write_text, check_writable_file, read_trajectories
 from turngym.types import Trajectory
@@ -153,7 +154,7 @@ def evaluate(
         else:
             done = {t.seed: t for t in read_trajectories(stream) if t.seed in set(seeds)}
             env_ids = {t.env_id for t in done.values()}
-            expected_id = env if isinstance(env, str) else None
+            expected_id = spec(env).id if isinstance(env, str) else None  # "file.py:ns/Name-v0" -> ns/Name-v0
             if expected_id is not None and env_ids - {expected_id}:
                 raise ConfigError(
                     f"{stream} holds episodes of {sorted(env_ids)}, not {expected_id}: "
@@ -193,8 +194,6 @@ def _success_definition(env: str | EnvFactory) -> str:
     """The env class's `success_definition` (read without building an env)."""
     if isinstance(env, str):
         from gymnasium.envs.registration import load_env_creator
-
-        from turngym.registry import spec
 
         entry_point = spec(env).entry_point
         creator = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -9,7 +10,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import gymnasium
 
-from turngym.errors import ConfigError, TurnGymError
+from turngym.core import quote_action
+from turngym.errors import ConfigError, EnvError, TurnGymError
 from turngym.storage import JsonlWriter
 from turngym.types import Conversation, Trajectory, Turn, build_conversation
 
@@ -58,7 +60,8 @@ class Agent(Protocol):
 
     LM agents (HFAgent, TinyAgent, VLLMAgent) also have `generate(conversations) -> list[Generation]`;
     the rollout calls that instead of `act` and keeps each action's sampled token ids in
-    `Turn.action_tokens`, so trainers score the tokens the policy drew."""
+    `Turn.action_tokens`, so trainers score the tokens the policy drew. A `generate` that takes
+    `streams=` gets one key per episode and turn to seed that row's sampler with."""
 
     def act(
         self, conversations: Sequence[Conversation], episodes: Sequence[LiveEpisode] | None = None
@@ -103,6 +106,7 @@ def rollout(
     live: list[LiveEpisode] = []
     next_index = 0
     bar = _progress_bar(len(plan)) if progress else None
+    finished = successes = env_steps = 0  # for the progress bar
     try:
         while next_index < len(plan) or live:
             while next_index < len(plan) and len(live) < batch_size:
@@ -110,11 +114,11 @@ def rollout(
                 live.append(_start(env_instance, next_index, *plan[next_index], split))
                 next_index += 1
             conversations = [episode.conversation(history_window) for episode in live]
-            actions, action_tokens = _act(agent, conversations, live)
+            actions, action_tokens = _act(agent, conversations, live, seed)
             _check_actions(actions, len(live), agent_name)
             still_live = []
             for episode, action, tokens in zip(live, actions, action_tokens):
-                observation, reward, terminated, truncated, info = episode.env.step(action)
+                observation, reward, terminated, truncated, info = _step(episode, action)
                 episode.actions.append(action)
                 episode.action_tokens.append(tokens)
                 episode.observations.append(observation)
@@ -126,11 +130,16 @@ def rollout(
                     if emit:
                         emit(trajectory)
                     if bar:
-                        bar[0].advance(bar[1])
+                        finished += 1
+                        successes += trajectory.success
+                        bar[0].update(bar[1], advance=1, success=f"{successes / finished:.0%}")
                     free_envs.append(episode.env)
                 else:
                     still_live.append(episode)
             live = still_live
+            if bar:  # a turn of a slow LM shows as a moving step count, before any episode ends
+                env_steps += len(actions)
+                bar[0].update(bar[1], steps=env_steps)
     finally:
         if bar:
             bar[0].stop()
@@ -205,13 +214,39 @@ def _start(env: gymnasium.Env, index: int, seed: int | None, task_id: str | None
     )
 
 
+def _step(episode: LiveEpisode, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+    """`env.step`, with an exception turned into an `EnvError` that says which episode and action
+    broke the env (the rollout stops: an env bug is not hidden; finished episodes are already saved)."""
+    try:
+        return episode.env.step(action)
+    except Exception as exc:
+        raise EnvError(
+            f"{episode.env_id} step raised {type(exc).__name__}: {_first_line(exc)} "
+            f"(episode {episode.index}, seed {episode.seed}, task_id {episode.reset_info.get('task_id')!r}, "
+            f"turn {episode.turn}, action {quote_action(action, 200)})"
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:500] if text else "(no message)"
+
+
 def _act(
-    agent: Agent, conversations: list[Conversation], live: list[LiveEpisode]
+    agent: Agent, conversations: list[Conversation], live: list[LiveEpisode], seed: int
 ) -> tuple[list[str], list[list[int] | None]]:
-    """The agent's actions and, for an LM agent, the token ids it sampled for each."""
+    """The agent's actions and, for an LM agent, the token ids it sampled for each.
+
+    An LM agent whose `generate` takes `streams` gets one key per episode and turn (the rollout's
+    seed, the episode's index and seed, the turn) to seed that episode's sampler with, so its
+    tokens do not depend on `batch_size` or on the episodes that share its batch."""
     generate = getattr(agent, "generate", None)
     if callable(generate):
-        generations = generate(conversations)
+        if "streams" in inspect.signature(generate).parameters:
+            streams = [(seed, e.index, e.seed, e.turn) for e in live]
+            generations = generate(conversations, streams=streams)
+        else:
+            generations = generate(conversations)
         return [g.text for g in generations], [list(g.token_ids) for g in generations]
     return agent.act(conversations, live), [None] * len(conversations)
 
@@ -254,11 +289,19 @@ def _finish(episode: LiveEpisode, terminated: bool, agent_name: str) -> Trajecto
 
 
 def _progress_bar(total: int):  # -> (Progress, task id)
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(
-        TextColumn("episodes"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
+        TextColumn("episodes"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("success {task.fields[success]}"),  # of the finished episodes so far
+        TextColumn("{task.fields[steps]} env steps"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),  # stdout keeps only results
+        transient=False,
     )
-    task = bar.add_task("episodes", total=total)
+    task = bar.add_task("episodes", total=total, success="-", steps=0)
     bar.start()
     return bar, task

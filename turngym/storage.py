@@ -59,7 +59,12 @@ def _json_default(value: Any) -> Any:
 
 
 def to_json_line(record: dict[str, Any]) -> bytes:
-    return (json.dumps(record, default=_json_default, ensure_ascii=False) + "\n").encode("utf-8")
+    try:
+        return (json.dumps(record, default=_json_default, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        # an unpaired surrogate (an action a model sent, e.g. decoded from a "\ud800" escape) has no
+        # UTF-8 form: write the record ASCII-escaped, which reads back to the same str
+        return (json.dumps(record, default=_json_default) + "\n").encode("ascii")
 
 
 class JsonlWriter:

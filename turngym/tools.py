@@ -192,7 +192,15 @@ ACTION_FORMATS = (
 def parse_tool_action(action: str) -> ToolCall | FinalAnswer:
     """Parse a model's action: a JSON tool call, a `<tool_call>` block (Qwen/Hermes), an OpenAI
     `{"function": {...}}` object, or `<answer>...</answer>`. Raises `ToolCallError` saying what is wrong."""
-    text = str(action)
+    if not isinstance(action, str):
+        raise ToolCallError(f"an action is text (a str), got {type(action).__name__}")
+    try:
+        action.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ToolCallError(
+            "the action holds an unpaired surrogate (U+D800-U+DFFF), which is not text"
+        ) from None
+    text = action
     calls = _TOOL_CALL.findall(text)
     answers = _ANSWER.findall(text)
     if len(calls) + len(answers) > 1:
@@ -214,13 +222,51 @@ def parse_tool_action(action: str) -> ToolCall | FinalAnswer:
     return _call_from_json(stripped)
 
 
-def _call_from_json(text: str) -> ToolCall:
+MAX_JSON_DEPTH = 32
+"""Tool calls nested deeper than this are invalid: real calls nest 2-4 levels, and a deeper one
+(`'{"a":' * 1000`) would hit Python's recursion limit in `json` instead of being feedback."""
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\[\s\S][^"\\]*)*"')
+_NOT_A_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _nested_deeper_than(text: str, limit: int) -> bool:
+    """Do `text`'s JSON brackets (outside strings) nest deeper than `limit`? Never underestimates the
+    depth `json.loads` would recurse to before it stops, valid JSON or not."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for bracket in _NOT_A_BRACKET.sub("", _JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > limit:
+            return True
+    return False
+
+
+def load_json(text: str, what: str = "the tool call") -> Any:
+    """`json.loads` for text a model wrote: whatever is wrong with it (bad syntax, nesting deeper than
+    `MAX_JSON_DEPTH`, an integer too long for Python, an unpaired surrogate) is a `ToolCallError`."""
+    if _nested_deeper_than(text, MAX_JSON_DEPTH):
+        raise ToolCallError(f"{what} is JSON nested more than {MAX_JSON_DEPTH} levels deep")
     try:
-        obj = json.loads(_FENCE.sub(r"\1", text.strip()))
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ToolCallError(
-            f"bad JSON in the tool call: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+            f"bad JSON in {what}: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of more than 4,300 digits
+        raise ToolCallError(f"bad JSON in {what}: {str(exc).splitlines()[0]}") from None
+    try:  # `"\ud800"` decodes to a lone surrogate, which no tool (sqlite, file IO) can encode
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ToolCallError(
+            f"{what} holds an unpaired surrogate (\\ud800-\\udfff escape), which is not text"
+        ) from None
+    return value
+
+
+def _call_from_json(text: str) -> ToolCall:
+    obj = load_json(_FENCE.sub(r"\1", text.strip()))
     if isinstance(obj, list):
         if len(obj) != 1:
             raise ToolCallError(f"one tool call per turn, got a list of {len(obj)}")
@@ -236,10 +282,7 @@ def _call_from_json(text: str) -> ToolCall:
         raise ToolCallError("the tool call has no `name` (a string naming the tool)")
     arguments = obj.get("arguments", obj.get("parameters", {}))
     if isinstance(arguments, str):  # OpenAI sends arguments as a JSON string
-        try:
-            arguments = json.loads(arguments) if arguments.strip() else {}
-        except json.JSONDecodeError as exc:
-            raise ToolCallError(f"bad JSON in the `arguments` string: {exc.msg}") from None
+        arguments = load_json(arguments, "the `arguments` string") if arguments.strip() else {}
     if not isinstance(arguments, dict):
         raise ToolCallError(f"`arguments` must be a JSON object, got {_json_name(arguments)}")
     return ToolCall(name, arguments)
@@ -272,11 +315,11 @@ def parse_answer_set(text: str) -> set[str]:
     stripped = str(text).strip()
     if stripped.startswith("["):
         try:
-            items = json.loads(stripped)
-            if isinstance(items, list):
-                return {normalize_answer(str(i)) for i in items if str(i).strip()}
-        except json.JSONDecodeError:
-            pass
+            items = load_json(stripped, "the answer")
+        except ToolCallError:
+            items = None  # not a JSON list after all: read it as separated items
+        if isinstance(items, list):
+            return {normalize_answer(str(i)) for i in items if str(i).strip()}
     return {normalize_answer(i) for i in re.split(r"[,;\n]", stripped) if normalize_answer(i)}
 
 

@@ -134,6 +134,8 @@ class Oracle:
 
     def parse(self, question: str, names: Mapping[str, str]) -> tuple[Key | None, str]:
         """(key, "") for a question the oracle can answer, else (None, why not)."""
+        if not isinstance(question, str):  # e.g. ['Is it red?']: its str() would parse as the question
+            return None, f"a question is text (a str), not {type(question).__name__}"
         text = normalize(question)
         if not text:
             return None, "empty question"
@@ -315,7 +317,7 @@ class QuestionGameEnv(TextEnv):
             self.won = key[1] == entity.name
             self.history.append((key, self.won))
             answer, valid = (f"Yes! It is {entity.name}." if self.won else "No."), True
-        elif self.answerer is not None:
+        elif self.answerer is not None and isinstance(action, str):
             conversation = [
                 Message(role="system", content=self._answerer_prompt(entity)),
                 Message(role="user", content=str(action)[:2000]),

@@ -125,7 +125,8 @@ class WordleEnv(TextEnv):
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         check_step_order(started=self.answer_index >= 0, done=self.done)
-        match = _GUESS.match(" ".join(str(action).lower().split()))
+        # a non-str is no guess: str(False) would be the word "false"
+        match = _GUESS.match(" ".join(action.lower().split())) if isinstance(action, str) else None
         word = match.group(1) if match else None
         reward = 0.0
         if word is None:

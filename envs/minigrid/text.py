@@ -273,6 +273,25 @@ class MiniGridTextEnv(TextEnv):
             in_step = self.bot is not None and self._bot_step == self.steps - 1
             if not in_step:  # first turn, or turns were played without the bot: start it afresh
                 self.bot = BabyAIBot(self.inner)
-            self._bot_action = int(self.bot.replan(self._last_action if in_step else None))
+            try:
+                self._bot_action = int(self.bot.replan(self._last_action if in_step else None))
+            except AssertionError:
+                # BabyAIBot asserts when actions it did not choose left its plan stale ("nothing
+                # left to explore") or the agent where no plan can start: holding an object the bot
+                # did not pick up (it plans with empty hands only). Try a fresh bot; failing that,
+                # put the object down (or turn towards a free cell) and replan next turn.
+                try:
+                    self.bot = BabyAIBot(self.inner)
+                    self._bot_action = int(self.bot.replan(None))
+                except AssertionError:
+                    self.bot = None
+                    self._bot_action = self._recovery_action()
             self._bot_step = self.steps
         return ACTIONS[self._bot_action]
+
+    def _recovery_action(self) -> int:
+        """Drop what the agent holds where it can (an empty cell ahead), else turn left."""
+        inner = self.inner.unwrapped
+        if inner.carrying is not None and inner.grid.get(*inner.front_pos) is None:
+            return ACTIONS.index("drop")
+        return ACTIONS.index("turn left")

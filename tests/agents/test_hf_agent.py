@@ -95,6 +95,54 @@ def test_sampling_is_seeded_and_independent_of_global_rng(agent):
     assert [g.token_ids for g in agent.generate(conv, sampling)] == first
 
 
+def test_sampled_rollouts_do_not_depend_on_batch_size():
+    """Each episode samples from its own stream (rollout seed, episode index and seed, turn), so a
+    TinyAgent at temperature 1 plays the same episodes at batch 1, 4 and 8 (before per-episode
+    streams it picked different actions in 8 of 8 episodes at batch 4 vs 1)."""
+    sampler = TinyAgent.from_env(
+        "turngym/KeyDoor-v0",
+        TinyConfig(n_layer=1, n_embd=32, n_head=2, vocab_episodes=8),
+        SamplingConfig(temperature=1.0, max_new_tokens=6),
+    )
+
+    def play(batch_size: int, **kwargs) -> list[dict]:
+        sampler.generator.manual_seed(0)  # the same sampler state for every batch size
+        trajectories = turngym.rollout(
+            "turngym/KeyDoor-v0", sampler, batch_size=batch_size, max_turns=3, **kwargs
+        )
+        return [t.to_dict() for t in trajectories]
+
+    sequential = play(1, num_episodes=8, seed=11)
+    assert play(4, num_episodes=8, seed=11) == sequential
+    assert play(8, num_episodes=8, seed=11) == sequential
+    first_actions = [t["turns"][0]["action_tokens"] for t in sequential]
+    assert len({tuple(a) for a in first_actions}) > 4  # it really samples
+    # episodes of one task (a GRPO group: the same env seed) still draw different samples
+    group = play(4, seeds=[5, 5, 5, 5])
+    assert len({tuple(t["turns"][0]["action_tokens"]) for t in group}) > 1
+    assert play(1, seeds=[5, 5, 5, 5]) == group
+
+
+def test_row_sampler_draws_from_the_tempered_nucleus():
+    """The per-row Gumbel-max sampler: its argmax frequencies follow softmax(scores / T), and top-p
+    keeps only the nucleus (here the two likeliest tokens hold 0.85 of the mass)."""
+    from turngym.agents.hf import _row_sampler
+
+    scores = torch.log(torch.tensor([[0.6, 0.25, 0.1, 0.05]])).repeat(4000, 1)
+    draws = _row_sampler(range(4000), 1.0, 1.0)(None, scores).argmax(-1)
+    assert torch.bincount(draws, minlength=4).div(4000).tolist() == pytest.approx(
+        [0.6, 0.25, 0.1, 0.05], abs=0.03
+    )
+    draws = _row_sampler(range(4000), 2.0, 1.0)(None, scores).argmax(-1)
+    tempered = torch.tensor([0.6, 0.25, 0.1, 0.05]).sqrt()
+    expected = (tempered / tempered.sum()).tolist()
+    assert torch.bincount(draws, minlength=4).div(4000).tolist() == pytest.approx(expected, abs=0.03)
+    draws = _row_sampler(range(4000), 1.0, 0.8)(None, scores).argmax(-1)
+    assert torch.bincount(draws, minlength=4).div(4000).tolist() == pytest.approx(
+        [0.6 / 0.85, 0.25 / 0.85, 0, 0], abs=0.03
+    )
+
+
 def test_truncation_keeps_system_prompt_and_latest_turns(agent):
     long = conversation(TEXTS[1], turns=30)
     full = agent._render(long)

@@ -223,18 +223,28 @@ def test_tool_calls_become_tool_call_blocks(server):
         },
         {"id": "c2", "type": "function", "function": {"name": "search", "arguments": "{not json"}},
     ]
-    replies = [chat_reply(None, calls[:1]), chat_reply(None, calls), chat_reply("final answer: 42")]
+    deep = {"id": "c3", "type": "function", "function": {"name": "search", "arguments": '{"a":' * 1000}}
+    replies = [
+        chat_reply(None, calls[:1]),
+        chat_reply(None, calls),
+        chat_reply("final answer: 42"),
+        chat_reply(None, [deep]),  # issue 17: RecursionError in the agent aborted the rollout
+    ]
     server.respond = lambda body, n: replies[n]
     with agent_for(server, tools=tools) as agent:
         (single,) = agent.act([CONVERSATION])
         (double,) = agent.act([CONVERSATION])
         (answer,) = agent.act([CONVERSATION])
+        (nested,) = agent.act([CONVERSATION])
     assert server.requests[0]["body"]["tools"] == tools
     assert single == '<tool_call>{"name": "search", "arguments": {"query": "red shoes"}}</tool_call>'
     first, second = double.split("\n")
     assert first == single
     assert second == '<tool_call>{"name": "search", "arguments": "{not json"}</tool_call>'
     assert answer == "final answer: 42"
+    assert nested == json.dumps({"name": "search", "arguments": '{"a":' * 1000}).join(
+        ["<tool_call>", "</tool_call>"]
+    )
 
 
 def test_malformed_success_and_bad_config(server):

@@ -17,15 +17,17 @@ def test_check_env(env_id):
     turngym.check_env(turngym.make(env_id), invalid_actions=INVALID)
 
 
-@pytest.mark.parametrize("game", GAMES)
-def test_expert_finds_every_answer_within_the_limit(game):
+@pytest.mark.parametrize(("game", "fewest", "most"), [(TwentyQuestionsEnv, 5, 12), (GuessMyCityEnv, 2, 6)])
+def test_expert_finds_every_answer_within_the_limit(game, fewest, most):
+    """The README: all 157 objects in 5 to 12 questions, all 93 cities in 2 to 6 (the guess counts)."""
     env = game()
     task_ids = env.task_ids("train") + env.task_ids("test")
     trajectories = turngym.rollout(game, ExpertAgent(), task_ids=task_ids, batch_size=32, max_turns=20)
     assert len(trajectories) == len(env.entities)
     assert all(t.success and t.total_reward == -(t.num_turns - 1) for t in trajectories)
     assert all(turn.info["valid_action"] for t in trajectories for turn in t.turns)
-    assert max(t.num_turns for t in trajectories) <= 15
+    assert min(t.num_turns for t in trajectories) == fewest
+    assert max(t.num_turns for t in trajectories) == most
 
 
 @pytest.mark.parametrize("game", GAMES)
@@ -225,6 +227,21 @@ def test_invalid_questions_are_feedback(game, action):
     env.reset(seed=0)
     obs, reward, terminated, _, info = env.step(action)
     assert info["valid_action"] is False and reward == -1.0 and not terminated and len(obs) < 300
+
+
+@pytest.mark.parametrize("game", GAMES)
+def test_a_question_that_is_not_a_str_is_invalid(game):
+    """Found by tests/test_fuzz.py: str(['Is it ...?']) parsed as the question inside it."""
+    env = game()
+    env.reset(seed=0)
+    question = env.expert_action()
+    for action in ([question], {"action": question}, question.encode()):
+        obs, _, _, _, info = env.step(action)
+        assert info["valid_action"] is False and "a question is text (a str)" in obs
+    answerer = ScriptedAnswerer(["Yes."])
+    env = game(answerer=answerer)
+    env.reset(seed=0)
+    assert env.step([question])[4]["valid_action"] is False and not answerer.seen  # not sent to the LM
 
 
 def test_bad_arguments():

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import sys
 import time
+from collections import Counter
 
 import pytest
 
@@ -97,6 +99,108 @@ def test_sql_gold_query_output_holds_the_answer():
             assert set(rows) == set(env.task.answer)
         else:
             assert check_answer(rows[0], env.task.answer, env.task.checker, env.task.tolerance)
+
+
+def _tables(database: str) -> dict[str, list[dict]]:
+    """Every row of a shipped database as plain dicts (no query logic beyond `SELECT *`)."""
+    db = sqlite3.connect(f"file:{DATA_DIR / f'{database}.sqlite'}?mode=ro", uri=True)
+    db.row_factory = sqlite3.Row
+    names = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    tables = {name: [dict(row) for row in db.execute(f"SELECT * FROM {name}")] for name in names}
+    db.close()
+    return tables
+
+
+def _unique_top(scores: dict[str, float]) -> str | None:
+    best = max(scores.values())
+    top = [key for key, value in scores.items() if value == best]
+    return top[0] if len(top) == 1 else None
+
+
+def _python_answers() -> list[tuple[str, object]]:
+    """Each SQL question template's answer recomputed in Python from the raw rows: (question
+    regex, function of its parameters returning a number, a set of names or a name)."""
+    company, library, shop = (_tables(d) for d in ("company", "library", "shop"))
+    dept = {d["id"]: d for d in company["departments"]}
+    staff = company["employees"]
+    in_dept = lambda name: [e for e in staff if dept[e["department_id"]]["name"] == name]  # noqa: E731
+    project = {p["id"]: p["name"] for p in company["projects"]}
+    author = {a["id"]: a for a in library["authors"]}
+    book = {b["id"]: b for b in library["books"]}
+    member = {m["id"]: m for m in library["members"]}
+    product = {p["id"]: p for p in shop["products"]}
+    customer = {c["id"]: c for c in shop["customers"]}
+    order = {o["id"]: o for o in shop["orders"]}
+    mean = lambda values: sum(values) / len(values)  # noqa: E731
+    return [
+        (r"How many employees work in the (.+) department\?", lambda d: len(in_dept(d))),
+        (r"What is the average salary in the (.+) department, rounded to 2 decimal places\?",
+         lambda d: mean([e["salary"] for e in in_dept(d)])),
+        (r"List the names of the employees of the (.+) department hired in (\d+)\.",
+         lambda d, y: {e["name"] for e in in_dept(d) if e["hire_year"] == int(y)}),
+        (r"Who is the highest-paid employee of a department based in (.+)\?",
+         lambda c: _unique_top({e["name"]: e["salary"] for e in staff if dept[e["department_id"]]["city"] == c})),
+        (r"How many hours in total are assigned to the project (.+)\?",
+         lambda p: sum(a["hours"] for a in company["assignments"] if project[a["project_id"]] == p)),
+        (r"How many employees are assigned to at least (\d+) projects\?",
+         lambda n: sum(1 for e in staff
+                       if sum(a["employee_id"] == e["id"] for a in company["assignments"]) >= int(n))),
+        (r"List the titles of the books written by (.+)\.",
+         lambda a: {b["title"] for b in library["books"] if author[b["author_id"]]["name"] == a}),
+        (r"How many (.+) books were published after (\d+)\?",
+         lambda g, y: sum(1 for b in library["books"] if b["genre"] == g and b["year"] > int(y))),
+        (r"Which book was borrowed most often in (\d+)\?",
+         lambda y: _unique_top(Counter(book[loan["book_id"]]["title"] for loan in library["loans"]
+                                       if loan["loan_date"].startswith(f"{y}-")))),
+        (r"What is the average number of pages of (.+) books, rounded to 1 decimal place\?",
+         lambda g: mean([b["pages"] for b in library["books"] if b["genre"] == g])),
+        (r"Which members living in (.+) have a loan that is not returned yet\?",
+         lambda c: {member[loan["member_id"]]["name"] for loan in library["loans"]
+                    if member[loan["member_id"]]["city"] == c and not loan["returned"]}),
+        (r"How many different authors from (.+) have at least one book in the library\?",
+         lambda c: len({b["author_id"] for b in library["books"] if author[b["author_id"]]["country"] == c})),
+        (r"What was the revenue \(price times quantity\) of (.+) products in delivered orders placed in (\d+), "
+         r"rounded to 2 decimal places\?",
+         lambda c, y: sum(product[i["product_id"]]["price"] * i["quantity"] for i in shop["order_items"]
+                          if product[i["product_id"]]["category"] == c and order[i["order_id"]]["status"] == "delivered"
+                          and order[i["order_id"]]["order_date"].startswith(f"{y}-"))),
+        (r"How many customers from (.+) signed up in (\d+) or later\?",
+         lambda c, y: sum(1 for x in shop["customers"] if x["country"] == c and x["signup_year"] >= int(y))),
+        (r"What is the most expensive product in the (.+) category\?",
+         lambda c: _unique_top({p["name"]: p["price"] for p in shop["products"] if p["category"] == c})),
+        (r"Which customers from (.+) have at least one cancelled order\?",
+         lambda c: {customer[o["customer_id"]]["name"] for o in shop["orders"]
+                    if customer[o["customer_id"]]["country"] == c and o["status"] == "cancelled"}),
+        (r"How many orders with status '(.+)' were placed in (\d+)\?",
+         lambda s, y: sum(1 for o in shop["orders"] if o["status"] == s and o["order_date"].startswith(f"{y}-"))),
+    ]  # fmt: skip
+
+
+def test_sql_answers_match_a_python_recomputation_from_the_raw_rows():
+    """The gold answers come from the gold SQL; here every task's answer is recomputed in Python
+    from the rows alone, so a wrong gold query (a bad join, a missed filter) fails."""
+    env = SQLEnv()
+    recompute = _python_answers()
+    tasks = env.task_ids("train") + env.task_ids("test")
+    matched = set()
+    for task_id in tasks:
+        env.reset(options={"task_id": task_id})
+        task = env.task
+        hits = [
+            (i, m) for i, (pattern, _) in enumerate(recompute) if (m := re.fullmatch(pattern, task.question))
+        ]
+        assert len(hits) == 1, task.question
+        index, match = hits[0]
+        matched.add(index)
+        expected = recompute[index][1](*match.groups())
+        if task.checker == "set":
+            assert set(task.answer) == expected, task.question
+        elif task.checker == "exact":
+            assert expected is not None and task.answer == expected, task.question
+        else:  # rounded to the asked decimals (the template's tolerance is half a unit of the last one)
+            assert float(task.answer) == pytest.approx(expected, abs=task.tolerance), task.question
+    assert matched == set(range(len(recompute)))  # every template has tasks, each was checked
+    assert len(tasks) > 100
 
 
 def test_searchqa_gold_documents_hold_the_answer():

@@ -80,7 +80,21 @@ def test_six_wrong_guesses_end_the_game():
 
 
 @pytest.mark.parametrize(
-    "action", ["", "cran", "cranes", "12345", "qqqqq", "crane now", "x" * 10_000, "🙂🙂🙂🙂🙂"]
+    "action",
+    # False, ["crane"], b"crane": non-str actions (bench/reliability.py found str(False) == "False" a word)
+    [
+        "",
+        "cran",
+        "cranes",
+        "12345",
+        "qqqqq",
+        "crane now",
+        "x" * 10_000,
+        "🙂🙂🙂🙂🙂",
+        False,
+        ["crane"],
+        b"crane",
+    ],
 )
 def test_invalid_words_do_not_use_a_guess(action):
     env = WordleEnv()

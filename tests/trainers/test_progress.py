@@ -1,5 +1,5 @@
-"""Progress bars: on by default only on a terminal, forced on or off by `progress`, `--quiet` on the CLI;
-the bar's text carries the latest metrics."""
+"""Progress bars: on stderr, on by default only when it is a terminal, forced on or off by `progress`,
+`--quiet` on the CLI; the bar's text carries the latest metrics; stdout keeps the normal output."""
 
 from __future__ import annotations
 
@@ -32,16 +32,17 @@ def _bars(monkeypatch) -> list[bool]:
     return made
 
 
-def test_default_is_off_when_stdout_is_not_a_terminal(tmp_path, capsys, monkeypatch):
+def test_default_is_off_off_a_terminal(tmp_path, capsys, monkeypatch):
     made = _bars(monkeypatch)
     assert BCConfig().progress is None  # auto
     BCTrainer(BCConfig(**TINY, runs_dir=str(tmp_path))).train()
     assert made == [False]
-    assert capsys.readouterr().out == ""
+    out, err = capsys.readouterr()
+    assert out == "" and "bc epochs" not in err
 
 
 def test_default_is_on_on_a_terminal(monkeypatch):
-    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
     assert loop.progress_enabled(None) and not loop.progress_enabled(False)
 
 
@@ -49,7 +50,9 @@ def test_forced_on_shows_the_bar_with_the_latest_metrics(tmp_path, capsys, monke
     made = _bars(monkeypatch)
     BCTrainer(BCConfig(**TINY, progress=True, runs_dir=str(tmp_path))).train()
     assert made == [True]
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert out == ""  # the bar goes to stderr
+    out = err
     assert "bc epochs" in out and "2/2" in out
     assert "bc loss" in out and "held-out" in out and "env steps" in out
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytest.importorskip("torch")
@@ -9,7 +11,10 @@ pytest.importorskip("transformers")
 
 from typer.testing import CliRunner
 
+import turngym
+from turngym.agents import RandomAgent
 from turngym.cli import app
+from turngym.eval import wilson_interval
 
 runner = CliRunner()
 TINY = [
@@ -63,10 +68,31 @@ def test_bad_train_arguments_are_one_line_errors(tmp_path):
 def test_demo_quick_prints_the_table(tmp_path):
     result = runner.invoke(app, ["demo", "--quick", "--runs-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    for row in ("random policy", "after BC", "after BC + ArCHer", "95% CI"):
-        assert row in result.output
     assert (tmp_path / "demo" / "curve.png").exists()
     assert "RiverCrossing-v0" in result.output
+    row = r"│ {} +│ +([\d.]+)% │ \[([\d.]+)%, ([\d.]+)%\] │"
+    rows = {}
+    for name in ("random policy", "TinyAgent, untrained", "after BC", "after BC + ArCHer"):
+        match = re.search(row.format(re.escape(name)), result.output)
+        assert match, f"no row {name!r} in:\n{result.output}"
+        rows[name] = [float(x) / 100 for x in match.groups()]
+    # every row is k of the quick budget's 8 held-out episodes, with that count's Wilson interval
+    for name, (rate, low, high) in rows.items():
+        k = round(rate * 8)
+        assert rate == pytest.approx(k / 8, abs=1e-3), name
+        assert (low, high) == pytest.approx(wilson_interval(k, 8), abs=1e-3), name
+    # the seeded uniform policy over admissible actions crosses 1 of the 8 hikes (the same seeds
+    # evaluated outside the demo give the same count)
+    random_rate = turngym.evaluate("turngym/RiverCrossing-v0", RandomAgent(0), 8).overall.success_rate
+    assert rows["random policy"][0] == random_rate == 1 / 8
+    # a 1-layer, 32-wide TinyAgent after 2 BC epochs on 4 expert episodes and 2 ArCHer iterations
+    # has not learnt the commands: no greedy hike ends across all 10 rivers
+    for name in ("TinyAgent, untrained", "after BC", "after BC + ArCHer"):
+        assert rows[name][0] == 0.0, name
+    # BC: 4 expert episodes x 10 rivers; ArCHer: 2 iterations x 4 episodes, every one run to the
+    # 20-turn limit (the quick policy never wades into a deep ford: it never sends a valid command)
+    steps = re.search(r"env steps: BC (\d+) expert turns, ArCHer (\d+) turns", result.output)
+    assert steps and steps.groups() == ("40", "160"), result.output
 
 
 def test_demo_names_its_envs_when_given_another(tmp_path):

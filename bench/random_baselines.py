@@ -1,0 +1,51 @@
+"""Random-policy success (and mean reward) with 95% Wilson intervals on held-out tasks: the random
+figures of the README's env tables for KeyDoor, RiverCrossing, Household and WebShop.
+
+The agent is `RandomAgent` (uniform over the admissible actions, seeded); episode i is the test-split
+episode with seed i (`turngym.evaluate`). The question games, grid games and BabyAI levels get their
+random figures from bench/games.py, the tool envs from bench/tool_envs.py.
+
+Run: python bench/random_baselines.py [--episodes N]"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import turngym
+from turngym.agents import RandomAgent
+
+ENV_IDS = (
+    "turngym/KeyDoor-v0",
+    "turngym/KeyDoorHard-v0",
+    "turngym/RiverCrossing-v0",
+    "turngym/Household-v0",
+    "turngym/HouseholdEasy-v0",
+    "turngym/HouseholdHard-v0",
+    "turngym/WebShop-v0",
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--episodes", type=int, default=1000, help="test-split episodes per env")
+    parser.add_argument("--seed", type=int, default=0, help="the random agent's seed")
+    args = parser.parse_args()
+    print(
+        f"RandomAgent({args.seed}), {args.episodes} test-split episodes per env (seeds 0..{args.episodes - 1})"
+    )
+    print(f"{'env':28} {'success':>8} {'95% CI':>16} {'mean reward':>12} {'turns':>6} {'seconds':>8}")
+    for env_id in ENV_IDS:
+        start = time.perf_counter()
+        stats = turngym.evaluate(env_id, RandomAgent(args.seed), args.episodes, batch_size=32).overall
+        interval = f"[{stats.ci_low:.1%}, {stats.ci_high:.1%}]"
+        print(
+            f"{env_id:28} {stats.success_rate:>8.1%} {interval:>16} {stats.mean_reward:>12.3f} "
+            f"{stats.mean_turns:>6.1f} {time.perf_counter() - start:>8.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
