@@ -288,15 +288,20 @@ def train(
         list[str] | None, typer.Option("--set", help="Override a config key: --set lr=1e-3 (repeatable).")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run from its newest checkpoint.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", help="Hide the progress bar (shown by default on a terminal).")
+    ] = False,
 ) -> None:
-    """Train a policy (default: a TinyAgent built for the env) and write runs/NAME/."""
+    """Train a policy (default: a TinyAgent built for the env) and write runs/NAME/. A progress bar
+    with the latest metrics shows on a terminal (`--quiet`, or `--set progress=false`, hides it)."""
     from turngym.trainers import algorithm
-    from turngym.trainers.common import load_config
+    from turngym.trainers.config import load_config
 
     try:
         config_cls, trainer_cls = algorithm(algo)
         cfg = load_config(config_cls, config, [*(set_ or []), f"env_id={env_id}"])
-        cfg.progress = sys.stderr.isatty()
+        if quiet:
+            cfg.progress = False
         trainer = trainer_cls(cfg, resume=resume)
     except (TurnGymError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
@@ -308,7 +313,7 @@ def train(
 def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/NAME).")]) -> None:
     """Summarise a training run: eval points (success with 95% CI vs env steps) and curve.png."""
     from turngym.storage import iter_jsonl
-    from turngym.trainers.common import plot_curves
+    from turngym.trainers.run import plot_curves, run_curve_axis
 
     metrics_path = run_dir / "metrics.jsonl"
     if not metrics_path.exists():
@@ -328,7 +333,9 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/NAME
             "-" if train_rate is None else f"{train_rate:.1%}",
         )
     console.print(table)
-    curve = plot_curves({run_dir.name: metrics}, run_dir / "curve.png", run_dir.name)
+    curve = plot_curves(
+        {run_dir.name: metrics}, run_dir / "curve.png", run_dir.name, axis=run_curve_axis(run_dir)
+    )
     console.print(f"{len(metrics)} iterations logged; curve: {curve}")
 
 
@@ -343,13 +350,18 @@ def demo(
         str,
         typer.Option(help="turngym/RiverCrossing-v0, or turngym/KeyDoor-v0 (where ArCHer does not lift BC)."),
     ] = "turngym/RiverCrossing-v0",
+    quiet: Annotated[
+        bool, typer.Option("--quiet", help="Hide the progress bars (shown by default on a terminal).")
+    ] = False,
 ) -> None:
     """The main job: random policy, then a TinyAgent warmed up by behaviour cloning on a few expert
     episodes, then trained with ArCHer; success on held-out tasks before/after, curve.png."""
     from turngym.trainers.demo import run_demo
 
     try:
-        run_demo(console, env_id=env, runs_dir=runs_dir, seed=seed, quick=quick, progress=sys.stderr.isatty())
+        run_demo(
+            console, env_id=env, runs_dir=runs_dir, seed=seed, quick=quick, progress=False if quiet else None
+        )
     except (TurnGymError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
 
