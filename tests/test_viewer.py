@@ -181,3 +181,14 @@ def test_the_page_in_headless_chromium(episodes_file, tmp_path, browser):
     assert browser.eval("document.querySelectorAll('#detail img, #detail b, #detail script').length") == 0
     assert browser.eval("window.pwned") is None
     browser.screenshot(tmp_path / "episode-3.png")
+
+    # more episodes than a list page holds: pages of 100, and `--limit` keeps the newest
+    write_trajectories(tmp_path / "many.jsonl", [_episode(i, "keys", i % 3 == 0) for i in range(160)])
+    many = viewer.write_page(tmp_path / "many.jsonl", tmp_path / "many.html", limit=150)
+    browser.open(many.resolve().as_uri(), ready="document.body.dataset.ready === '1'")
+    assert browser.eval(f"{ROWS}.length") == 100 and "newest 150 of 160" in browser.eval(
+        "$('count').innerText"
+    )
+    browser.click("#next")
+    assert browser.eval(f"{ROWS}.length") == 50 and browser.eval("$('page').innerText") == "page 2 / 2"
+    assert browser.eval(f"{ROWS}[0].cells[1].innerText") == "keys-110"

@@ -191,6 +191,7 @@ main { display: flex; height: calc(100vh - 80px); }
 table { border-collapse: collapse; width: 100%; }
 th, td { border-bottom: 1px solid #eee; padding: 3px 6px; text-align: left; vertical-align: top; }
 #episodes tbody tr { cursor: pointer; }
+#episodes td { white-space: nowrap; }
 #episodes tbody tr:hover { background: #eef2ff; }
 #episodes tbody tr.selected { background: #dbeafe; }
 .ok { color: #15803d; font-weight: 600; }
