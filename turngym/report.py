@@ -111,16 +111,11 @@ def _read_config(path: Path) -> dict[str, Any]:
         return {}
     import yaml
 
-    loaded = yaml.safe_load(path.read_text())
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     return loaded if isinstance(loaded, dict) else {}
-
-
-def _percent(value: float) -> str:
-    return f"{value:.1%}"
-
-
-def _interval(point: EvalPoint) -> str:
-    return f"[{point.ci_low:.1%}, {point.ci_high:.1%}]"
 
 
 def _success(point: EvalPoint) -> str:
