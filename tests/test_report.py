@@ -92,3 +92,6 @@ def test_report_command_compares_runs_in_one_table_and_one_plot(runs, tmp_path, 
     result = runner.invoke(app, ["report", str(runs[0]), str(tmp_path / "nope")])
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and "nope is not a run folder" in lines[0]
+    (runs[1] / "config.yaml").write_text("algo: [\n")
+    result = runner.invoke(app, ["report", str(runs[1])])
+    assert result.exit_code == 2 and "config.yaml: not valid YAML" in result.output
