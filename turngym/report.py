@@ -213,8 +213,9 @@ def report_figure(runs: list[RunSummary], title: str) -> Figure:
             color = colors[i % len(colors)]
             x = [run.x(p) for p in run.points]
             y = [p.success for p in run.points]
-            low = [p.success - p.ci_low for p in run.points]
-            high = [p.ci_high - p.success for p in run.points]
+            # clipped at 0: a Wilson bound at 0% or 100% can land a rounding error past the rate
+            low = [max(p.success - p.ci_low, 0.0) for p in run.points]
+            high = [max(p.ci_high - p.success, 0.0) for p in run.points]
             ax.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, color=color, label=run.label)
             ax.fill_between(
                 x, [p.ci_low for p in run.points], [p.ci_high for p in run.points], color=color, alpha=0.12
