@@ -186,7 +186,7 @@ header { padding: 8px 16px; background: #f3f4f6; border-bottom: 1px solid #ddd; 
 header h1 { font-size: 16px; margin: 0 0 6px; }
 #filters label { margin-right: 12px; }
 main { display: flex; height: calc(100vh - 80px); }
-#list { width: 34%; overflow: auto; border-right: 1px solid #ddd; }
+#list { flex: none; max-width: 45%; overflow: auto; scrollbar-gutter: stable; border-right: 1px solid #ddd; }
 #detail { flex: 1; overflow: auto; padding: 8px 16px; }
 table { border-collapse: collapse; width: 100%; }
 th, td { border-bottom: 1px solid #eee; padding: 3px 6px; text-align: left; vertical-align: top; }
