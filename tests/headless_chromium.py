@@ -40,6 +40,7 @@ class Browser:
                 "--headless",
                 "--no-sandbox",  # CI runs as root, where Chromium's own sandbox refuses to start
                 "--disable-gpu",
+                "--disable-dev-shm-usage",  # containers often have a small /dev/shm
                 "--no-first-run",
                 "--remote-debugging-pipe",
                 f"--user-data-dir={profile_dir}",
