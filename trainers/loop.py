@@ -47,13 +47,15 @@ class Clock:
         return {
             "charts/env_steps": self.env_steps,
             "charts/env_steps_per_s": new_steps / span if span > 0 else 0.0,
+            "charts/wall_time_s": self.elapsed,  # seconds since the run started (`turngym report` shows it)
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"env_steps": self.env_steps}
+        return {"env_steps": self.env_steps, "elapsed": self.elapsed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.env_steps = state["env_steps"]
+        self.elapsed = state.get("elapsed", 0.0)  # checkpoints written before wall time was logged
 
 
 def progress_enabled(setting: bool | None) -> bool:

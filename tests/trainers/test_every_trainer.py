@@ -184,7 +184,12 @@ class Killed(Exception):
 
 
 def _comparable(records):
-    timing = ("charts/env_steps_per_s", "charts/critic_grad_norm", "charts/policy_grad_norm")
+    timing = (
+        "charts/env_steps_per_s",
+        "charts/wall_time_s",
+        "charts/critic_grad_norm",
+        "charts/policy_grad_norm",
+    )
     return [{k: v for k, v in r.items() if k not in timing} for r in records]
 
 
@@ -218,6 +223,8 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(algo, uniform_star
     )
     resumed.train()
 
+    wall = [r["charts/wall_time_s"] for r in resumed.run.metrics()]
+    assert wall == sorted(wall), wall  # the run's wall time carries over the resume (in the checkpoint)
     a, b = _comparable(straight.run.metrics()), _comparable(resumed.run.metrics())
     assert [r["iteration"] for r in b] == [0, 1, 2, 3, 4, 5]
     for ra, rb in zip(a, b):
