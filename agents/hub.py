@@ -35,7 +35,7 @@ def smollm2_gguf_path() -> Path:
     )
 
 
-def smollm2_path(cache: str | os.PathLike[str] | None = None) -> Path:
+def smollm2_path(cache: str | os.PathLike[str] | None = None) -> str:
     """A Hugging Face model folder (float32 safetensors + tokenizer with its chat template) of
     SmolLM2-135M-Instruct, for `from_pretrained` and for vLLM, which cannot read the GGUF itself.
 
@@ -43,11 +43,15 @@ def smollm2_path(cache: str | os.PathLike[str] | None = None) -> Path:
     saves the result under `<cache>/models/SmolLM2-135M-Instruct` (default cache: `cache_dir()`);
     later calls return that folder at once. Concurrent first calls are safe: each converts into
     its own temporary folder and the first to finish renames it into place.
+
+    The folder is returned as a `str`, as transformers' hub helpers (`snapshot_download`,
+    `cached_file`) return theirs: TRL's trainers take `model=` as a model object or a `str` to load,
+    and a `Path` is neither.
     """
     target = Path(cache) if cache is not None else cache_dir()
     target = target / "models" / SMOLLM2_NAME
     if (target / "config.json").is_file():
-        return target
+        return str(target)
     gguf_file = smollm2_gguf_path()
     require("gguf", "hf", "loading SmolLM2 from GGUF")
     transformers = require("transformers", "hf", "loading SmolLM2")
@@ -77,4 +81,4 @@ def smollm2_path(cache: str | os.PathLike[str] | None = None) -> Path:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return str(target)

@@ -15,7 +15,8 @@ import time
 import torch
 
 from turngym.trainers.archer import ArcherConfig, ArcherTrainer
-from turngym.trainers.common import collect, transitions
+from turngym.trainers.collect import collect
+from turngym.trainers.replay import transitions
 
 
 def main() -> None:

@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 
 import turngym
-from turngym.prompts import build_conversation
 from turngym.trainers.bc import BCConfig, BCTrainer
-from turngym.trainers.common import make_optimizer, seed_everything
 from turngym.trainers.critic import DoubleCritic, TextEncoder
 from turngym.trainers.demo import demo_setup
+from turngym.trainers.optim import make_optimizer, seed_everything
+from turngym.types import build_conversation
 
 KEYDOOR = "turngym/KeyDoor-v0"  # these probes study the KeyDoor demo setup (the earlier demo)
 FULL = demo_setup(KEYDOOR)

@@ -123,3 +123,29 @@ class BanditEnv(TextEnv):
 
     def expert_action(self) -> str:
         return "right"
+
+
+CHAIN3 = "test/Chain3-v0"
+# BC on CHAIN3 with a one-block TinyAgent and a few expert episodes: a run of seconds
+TINY_BC = {
+    "env_id": CHAIN3,
+    "tiny_layers": 1,
+    "tiny_embd": 32,
+    "max_new_tokens": 3,
+    "history_window": 0,
+    "eval_episodes": 4,
+    "batch_size": 4,
+    "expert_episodes": 4,
+    "tensorboard": False,
+}
+
+
+def register_chain3() -> str:
+    """Registers CHAIN3 (a 3-state ChainEnv, 4 turns at most) unless a test module already did."""
+    import turngym
+
+    if CHAIN3 not in turngym.list_envs():
+        turngym.register(
+            CHAIN3, ChainEnv, max_episode_steps=4, kwargs={"length": 3}, description="3-state chain"
+        )
+    return CHAIN3

@@ -26,6 +26,10 @@ def test_wilson_interval_known_values(successes, n, low, high):
 
 def test_wilson_interval_edge_cases():
     assert wilson_interval(0, 0) == (0.0, 1.0)
+    # at 0/n and n/n the bound on the rate's side is the rate itself, exactly (a rounding error
+    # above 0% drew a negative error bar in `turngym report`)
+    for n in (1, 3, 10, 100, 1000):
+        assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0
     with pytest.raises(ValueError):
         wilson_interval(5, 3)
 

@@ -1,4 +1,7 @@
-"""Trainers (`turngym.trainers`): one file per algorithm, each with one config dataclass."""
+"""Trainers (`turngym.trainers`): one file per algorithm (archer, bc, ppo, grpo), each with one config
+dataclass, on shared modules named for what they hold: config (TrainConfig, YAML and --set), loop (the
+Trainer base and the training loop), run (the run folder), collect (rollouts, eval), replay (turns,
+ReplayBuffer), optim (AdamW, steps, minibatches) and critic (value networks)."""
 
 from __future__ import annotations
 

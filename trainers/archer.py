@@ -22,20 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from turngym.errors import ConfigError
-from turngym.trainers.common import (
-    ReplayBuffer,
-    TrainConfig,
-    Trainer,
-    Transition,
-    autocast,
-    collect,
-    deep_copy_frozen,
-    make_optimizer,
-    mean_metrics,
-    optimizer_step,
-    rollout_stats,
-    transitions,
-)
+from turngym.trainers.collect import collect, rollout_stats
+from turngym.trainers.config import TrainConfig
 from turngym.trainers.critic import (
     BACKBONES,
     DoubleCritic,
@@ -44,6 +32,9 @@ from turngym.trainers.critic import (
     polyak_update,
     token_logprobs,
 )
+from turngym.trainers.loop import Trainer
+from turngym.trainers.optim import autocast, deep_copy_frozen, make_optimizer, mean_metrics, optimizer_step
+from turngym.trainers.replay import ReplayBuffer, Transition, transitions
 
 
 @dataclass

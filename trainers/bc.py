@@ -3,6 +3,7 @@ reward-weighted), with the loss on assistant turns only and an optional per-turn
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,18 +12,12 @@ import numpy as np
 import torch
 
 from turngym.errors import ConfigError
-from turngym.prompts import build_conversation
 from turngym.storage import read_trajectories
-from turngym.trainers.common import (
-    TrainConfig,
-    Trainer,
-    accumulated_minibatches,
-    autocast,
-    make_optimizer,
-    optimizer_step,
-)
+from turngym.trainers.config import TrainConfig
 from turngym.trainers.critic import token_logprobs
-from turngym.types import Conversation, Trajectory
+from turngym.trainers.loop import Trainer
+from turngym.trainers.optim import accumulated_minibatches, autocast, make_optimizer, optimizer_step
+from turngym.types import Conversation, Trajectory, build_conversation
 
 FILTERS = ("all", "success")
 WEIGHTINGS = ("none", "reward")
@@ -31,8 +26,13 @@ TURN_MASK_KEY = "turn_mask"  # trajectory.metadata[TURN_MASK_KEY]: one bool per 
 
 @dataclass
 class BCConfig(TrainConfig):
-    """Behaviour cloning: one iteration is one epoch over the demonstration turns."""
+    """Behaviour cloning: the training loop runs `epochs` passes over the demonstration turns (so
+    `eval_every` and `save_every` count epochs), and curve.png plots success against epochs."""
 
+    epochs: int = 20
+    """Passes over the demonstration turns: BC's training iterations (`eval_every`, `save_every` count epochs)."""
+    iterations: int | None = None
+    """Deprecated name of `epochs` (BC's iterations always were epochs): setting it sets `epochs`."""
     data: str = "expert"
     """expert: roll out the env's scripted expert on train tasks; or a path to a trajectories JSONL."""
     expert_episodes: int = 32
@@ -43,8 +43,15 @@ class BCConfig(TrainConfig):
     """none: every kept turn weighs 1; reward: weighted by the trajectory's total reward."""
 
     algo = "bc"
+    loop_unit = "epochs"
+    curve_axis = "epochs"  # the demonstrations are played once: env steps stay flat after epoch 1
 
     def __post_init__(self) -> None:
+        if self.iterations is not None:
+            warnings.warn(
+                "BCConfig.iterations is deprecated: it counts epochs, use epochs", DeprecationWarning, 3
+            )
+            self.epochs, self.iterations = self.iterations, None
         super().__post_init__()
         if self.filter not in FILTERS:
             raise ConfigError(f"filter must be one of {list(FILTERS)}, got {self.filter!r}")

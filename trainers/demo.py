@@ -31,7 +31,7 @@ SETUPS: dict[str, dict[str, dict[str, Any]]] = {
             "tiny_embd": 128,
             "tiny_heads": 4,
         },
-        "bc": {"expert_episodes": 16, "iterations": 20, "batch_size": 16, "lr": 1e-3, "eval_every": 20},
+        "bc": {"expert_episodes": 16, "epochs": 20, "batch_size": 16, "lr": 1e-3, "eval_every": 20},
         "archer": {
             "iterations": 12,
             "rollout_episodes": 32,
@@ -62,7 +62,7 @@ SETUPS: dict[str, dict[str, dict[str, Any]]] = {
             "tiny_embd": 128,
             "tiny_heads": 4,
         },
-        "bc": {"expert_episodes": 32, "iterations": 18, "batch_size": 16, "lr": 1e-3, "eval_every": 18},
+        "bc": {"expert_episodes": 32, "epochs": 18, "batch_size": 16, "lr": 1e-3, "eval_every": 18},
         "archer": {
             "iterations": 12,
             "rollout_episodes": 32,
@@ -79,7 +79,7 @@ SETUPS: dict[str, dict[str, dict[str, Any]]] = {
 }
 QUICK = {  # a smoke-test budget: seconds, not results
     "shared": {"eval_episodes": 8, "tiny_layers": 1, "tiny_embd": 32, "tiny_heads": 2},
-    "bc": {"expert_episodes": 4, "iterations": 2, "batch_size": 8, "eval_every": 2},
+    "bc": {"expert_episodes": 4, "epochs": 2, "batch_size": 8, "eval_every": 2},
     "archer": {
         "iterations": 2,
         "rollout_episodes": 4,
@@ -106,26 +106,31 @@ def run_demo(
     runs_dir: Path = Path("runs"),
     seed: int = 0,
     quick: bool = False,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Run the demo on `env_id` (one of `SETUPS`) into `runs_dir/demo` (replacing an earlier demo
-    there); returns the results table's rows."""
+    there); returns the results table's rows. Each stage prints its numbers as it finishes; `progress`
+    (None: when stderr is a terminal) shows a bar on stderr inside each stage."""
     import turngym
     from turngym.agents import RandomAgent
     from turngym.trainers.archer import ArcherConfig, ArcherTrainer
     from turngym.trainers.bc import BCConfig, BCTrainer
-    from turngym.trainers.common import default_agent, evaluate_policy, plot_curves, seed_everything
+    from turngym.trainers.collect import evaluate_policy
+    from turngym.trainers.loop import default_agent, progress_enabled
+    from turngym.trainers.optim import seed_everything
+    from turngym.trainers.run import plot_curves
 
     setup = demo_setup(env_id)
     start = time.perf_counter()
     root = Path(runs_dir) / "demo"
     shutil.rmtree(root, ignore_errors=True)
+    show_bars = progress_enabled(progress)
     shared = {
         **setup["shared"],
         **(QUICK["shared"] if quick else {}),
         "seed": seed,
         "runs_dir": str(root),
-        "progress": progress,
+        "progress": show_bars,
     }
     bc_config = BCConfig(**shared, run_name="bc", **{**setup["bc"], **(QUICK["bc"] if quick else {})})
     archer_config = ArcherConfig(
@@ -134,30 +139,43 @@ def run_demo(
 
     console.rule(f"TurnGym demo: {env_id}, held-out test tasks, {shared['eval_episodes']} episodes each")
     rows: dict[str, dict[str, float]] = {}
+
+    def finished(name: str, metrics: dict[str, float], what: str) -> None:
+        rows[name] = metrics
+        console.print(
+            f"    {name}: success {_success(metrics)} ({what}; {time.perf_counter() - start:.0f} s so far)",
+            highlight=False,
+        )
+
     console.print("1/4 random policy (uniform over admissible actions)")
-    random_result = turngym.evaluate(env_id, RandomAgent(seed), shared["eval_episodes"])
-    rows["random policy"] = {
-        "eval/success_rate": random_result.overall.success_rate,
-        "eval/ci_low": random_result.overall.ci_low,
-        "eval/ci_high": random_result.overall.ci_high,
+    random_result = turngym.evaluate(env_id, RandomAgent(seed), shared["eval_episodes"], progress=show_bars)
+    random_stats = random_result.overall
+    random_metrics = {
+        "eval/success_rate": random_stats.success_rate,
+        "eval/ci_low": random_stats.ci_low,
+        "eval/ci_high": random_stats.ci_high,
     }
+    finished("random policy", random_metrics, f"mean {random_stats.mean_turns:.1f} turns")
     seed_everything(seed)
     agent = default_agent(bc_config)
     params = sum(p.numel() for p in agent.model.parameters())
     console.print(
         f"2/4 untrained TinyAgent ({params / 1e6:.2f} M parameters, vocabulary {len(agent.tokenizer)})"
     )
-    rows["TinyAgent, untrained"] = evaluate_policy(agent, bc_config)
-    console.print(f"3/4 behaviour cloning on {bc_config.expert_episodes} expert episodes")
+    untrained = evaluate_policy(agent, bc_config, progress=show_bars)
+    finished("TinyAgent, untrained", untrained, f"mean {untrained['eval/mean_turns']:.1f} turns")
+    console.print(
+        f"3/4 behaviour cloning: {bc_config.epochs} epochs on {bc_config.expert_episodes} expert episodes"
+    )
     bc = BCTrainer(bc_config, agent=agent)
     bc_history = bc.train()
-    rows["after BC"] = bc_history[-1]
+    finished("after BC", bc_history[-1], f"final loss {bc_history[-1]['losses/bc']:.3f}")
     console.print(
         f"4/4 ArCHer: {archer_config.iterations} iterations x {archer_config.rollout_episodes} episodes"
     )
     archer = ArcherTrainer(archer_config, agent=agent)
     archer_history = archer.train()
-    rows["after BC + ArCHer"] = archer_history[-1]
+    finished("after BC + ArCHer", archer_history[-1], f"{archer_history[-1]['charts/env_steps']:,} env steps")
 
     bc_steps = bc.run.metrics()[-1]["charts/env_steps"]
     shifted = [{**m, "charts/env_steps": m["charts/env_steps"] + bc_steps} for m in archer.run.metrics()]
@@ -178,3 +196,8 @@ def run_demo(
         f"wall time {time.perf_counter() - start:.0f} s; curve: {curve}; runs: {root}"
     )
     return rows
+
+
+def _success(metrics: dict[str, float]) -> str:
+    """Held-out success with its 95% interval, as the results table writes it."""
+    return f"{metrics['eval/success_rate']:.1%} [{metrics['eval/ci_low']:.1%}, {metrics['eval/ci_high']:.1%}]"

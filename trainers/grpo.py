@@ -11,21 +11,19 @@ import numpy as np
 import torch
 
 from turngym.errors import ConfigError
-from turngym.trainers.common import (
-    TrainConfig,
-    Trainer,
-    Transition,
+from turngym.trainers.collect import collect, rollout_stats
+from turngym.trainers.config import TrainConfig
+from turngym.trainers.critic import clipped_policy_loss, kl_penalty, token_logprobs
+from turngym.trainers.loop import Trainer
+from turngym.trainers.optim import (
     accumulated_minibatches,
     autocast,
-    collect,
     deep_copy_frozen,
     make_optimizer,
     mean_metrics,
     optimizer_step,
-    rollout_stats,
-    transitions,
 )
-from turngym.trainers.critic import clipped_policy_loss, kl_penalty, token_logprobs
+from turngym.trainers.replay import Transition, transitions
 
 
 @dataclass

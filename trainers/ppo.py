@@ -11,19 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from turngym.errors import ConfigError
-from turngym.trainers.common import (
-    TrainConfig,
-    Trainer,
-    accumulated_minibatches,
-    autocast,
-    collect,
-    deep_copy_frozen,
-    make_optimizer,
-    mean_metrics,
-    optimizer_step,
-    rollout_stats,
-    transitions,
-)
+from turngym.trainers.collect import collect, rollout_stats
+from turngym.trainers.config import TrainConfig
 from turngym.trainers.critic import (
     BACKBONES,
     TextEncoder,
@@ -32,6 +21,16 @@ from turngym.trainers.critic import (
     kl_penalty,
     token_logprobs,
 )
+from turngym.trainers.loop import Trainer
+from turngym.trainers.optim import (
+    accumulated_minibatches,
+    autocast,
+    deep_copy_frozen,
+    make_optimizer,
+    mean_metrics,
+    optimizer_step,
+)
+from turngym.trainers.replay import transitions
 
 
 @dataclass

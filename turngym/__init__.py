@@ -6,12 +6,12 @@ from turngym.core import SPLITS, ResetOptions, StepInfo, TextEnv, parse_reset_op
 from turngym.env_checker import check_env
 from turngym.errors import ConfigError, EnvError, MissingDependencyError, TurnGymError, UnknownEnvError
 from turngym.eval import EvalResult, evaluate, summarize, wilson_interval
-from turngym.prompts import build_conversation, parse_react_action
+from turngym.prompts import parse_react_action
 from turngym.registry import list_envs, make, register, spec
 from turngym.rollout import Agent, LiveEpisode, rollout
 from turngym.storage import JsonlWriter, read_trajectories, write_trajectories
 from turngym.tools import ToolCall, ToolEnv, ToolError, ToolTask, function_schema, parse_tool_action
-from turngym.types import Conversation, Message, Trajectory, Turn, to_dataset
+from turngym.types import Conversation, Message, Trajectory, Turn, build_conversation, to_dataset
 
 __version__ = "0.1.0"
 

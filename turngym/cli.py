@@ -1,4 +1,4 @@
-"""The `turngym` command line: list, play, eval, check, train, report, demo.
+"""The `turngym` command line: list, play, eval, check, train, report, view, demo.
 
 Every ENV argument is a registered id (`turngym/KeyDoor-v0`) or, as in `gymnasium.make`, the module
 that registers it and the id: `my_module:my/Env-v0` or `path/to/file.py:my/Env-v0`."""
@@ -288,48 +288,97 @@ def train(
         list[str] | None, typer.Option("--set", help="Override a config key: --set lr=1e-3 (repeatable).")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run from its newest checkpoint.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", help="Hide the progress bar (shown by default on a terminal).")
+    ] = False,
 ) -> None:
-    """Train a policy (default: a TinyAgent built for the env) and write runs/NAME/."""
+    """Train a policy (default: a TinyAgent built for the env) and write runs/NAME/. A progress bar
+    with the latest metrics shows on a terminal (`--quiet`, or `--set progress=false`, hides it)."""
     from turngym.trainers import algorithm
-    from turngym.trainers.common import load_config
+    from turngym.trainers.config import load_config
 
     try:
         config_cls, trainer_cls = algorithm(algo)
         cfg = load_config(config_cls, config, [*(set_ or []), f"env_id={env_id}"])
-        cfg.progress = sys.stderr.isatty()
+        if quiet:
+            cfg.progress = False
         trainer = trainer_cls(cfg, resume=resume)
     except (TurnGymError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
     trainer.train()
-    report(trainer.run.dir)
+    report([trainer.run.dir])
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/NAME).")]) -> None:
-    """Summarise a training run: eval points (success with 95% CI vs env steps) and curve.png."""
-    from turngym.storage import iter_jsonl
-    from turngym.trainers.common import plot_curves
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="One or more run folders (runs/NAME).")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="The plot: a .png file or a folder (default: RUN/curve.png, or report.png next to the runs)."
+        ),
+    ] = None,
+) -> None:
+    """Compare training runs: held-out success (95% CI) vs env steps (epochs for BC) on one plot, and a
+    table of final/best success, env steps and wall time. One run also lists every eval point."""
+    from turngym.report import comparison_table, load_runs, plot_path, plot_runs, points_table
+    from turngym.storage import check_writable_file
 
-    metrics_path = run_dir / "metrics.jsonl"
-    if not metrics_path.exists():
-        raise _fail(f"{run_dir} is not a run folder (no metrics.jsonl)")
-    metrics = list(iter_jsonl(metrics_path))
-    points = [m for m in metrics if "eval/success_rate" in m]
-    table = Table(title=f"{run_dir.name}: held-out success vs training")
-    for column in ("iteration", "env steps", "success", "95% CI", "train success"):
-        table.add_column(column, justify="right")
-    for m in points:
-        train_rate = m.get("charts/train_success_rate")
-        table.add_row(
-            str(m["iteration"]),
-            str(m["charts/env_steps"]),
-            f"{m['eval/success_rate']:.1%}",
-            f"[{m['eval/ci_low']:.1%}, {m['eval/ci_high']:.1%}]",
-            "-" if train_rate is None else f"{train_rate:.1%}",
+    try:
+        runs = load_runs(run_dirs)
+        path = check_writable_file(plot_path(run_dirs, out))
+    except (TurnGymError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    if len(runs) == 1:
+        console.print(points_table(runs[0]))
+    console.print(comparison_table(runs))
+    title = runs[0].label if len(runs) == 1 else f"{len(runs)} runs: held-out success"
+    envs = sorted({r.env_id for r in runs if r.env_id})
+    if envs:
+        title += f" ({', '.join(envs)})"
+    curve = plot_runs(runs, path, title)
+    console.print(f"{sum(len(r.metrics) for r in runs)} iterations logged; curve: {curve}", highlight=False)
+
+
+@app.command()
+def view(
+    source: Annotated[
+        Path, typer.Argument(help="A run folder (its trajectories.jsonl) or a trajectory .jsonl file.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="The HTML file (default: RUN/view.html or FILE.html; none with --serve)."),
+    ] = None,
+    serve: Annotated[bool, typer.Option(help="Serve the page on 127.0.0.1 until Ctrl-C.")] = False,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port for --serve (0: any free port).")] = 8000,
+    limit: Annotated[int, typer.Option(min=1, help="Embed at most this many episodes (the newest).")] = 5000,
+) -> None:
+    """Browse episodes in a web page: filter by task type, task id and success; each turn's
+    observation, action, reward, validity and numeric per-turn info (credit, advantages)."""
+    from turngym import viewer
+
+    try:
+        episodes, total = viewer.load_episodes(source, limit)
+        page = viewer.render_html(episodes, total, str(source))
+        if out is not None or not serve:
+            from turngym.storage import atomic_write_text, check_writable_file
+
+            path = check_writable_file(out or viewer.default_out(source))
+            atomic_write_text(path, page)
+            console.print(f"{len(episodes)} of {total} episodes: {path}", highlight=False)
+        server = viewer.make_server(page, port) if serve else None
+    except (TurnGymError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    if server is not None:
+        console.print(
+            f"serving {len(episodes)} episodes on http://127.0.0.1:{server.server_port}/ (Ctrl-C stops)"
         )
-    console.print(table)
-    curve = plot_curves({run_dir.name: metrics}, run_dir / "curve.png", run_dir.name)
-    console.print(f"{len(metrics)} iterations logged; curve: {curve}")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
 
 
 @app.command()
@@ -343,13 +392,18 @@ def demo(
         str,
         typer.Option(help="turngym/RiverCrossing-v0, or turngym/KeyDoor-v0 (where ArCHer does not lift BC)."),
     ] = "turngym/RiverCrossing-v0",
+    quiet: Annotated[
+        bool, typer.Option("--quiet", help="Hide the progress bars (shown by default on a terminal).")
+    ] = False,
 ) -> None:
     """The main job: random policy, then a TinyAgent warmed up by behaviour cloning on a few expert
     episodes, then trained with ArCHer; success on held-out tasks before/after, curve.png."""
     from turngym.trainers.demo import run_demo
 
     try:
-        run_demo(console, env_id=env, runs_dir=runs_dir, seed=seed, quick=quick, progress=sys.stderr.isatty())
+        run_demo(
+            console, env_id=env, runs_dir=runs_dir, seed=seed, quick=quick, progress=False if quiet else None
+        )
     except (TurnGymError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
 

@@ -33,7 +33,10 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     denominator = 1 + z * z / n
     center = (p + z * z / (2 * n)) / denominator
     half_width = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, center - half_width), min(1.0, center + half_width)
+    # at 0/n (n/n) the lower (upper) bound is exactly 0 (1); computed, it can miss by a rounding error
+    low = 0.0 if successes == 0 else max(0.0, center - half_width)
+    high = 1.0 if successes == n else min(1.0, center + half_width)
+    return low, high
 
 
 @dataclass

@@ -12,9 +12,8 @@ import gymnasium
 
 from turngym.core import quote_action
 from turngym.errors import ConfigError, EnvError, TurnGymError
-from turngym.prompts import build_conversation
 from turngym.storage import JsonlWriter
-from turngym.types import Conversation, Trajectory, Turn
+from turngym.types import Conversation, Trajectory, Turn, build_conversation
 
 EnvFactory = Callable[[], gymnasium.Env]
 Sink = Callable[[Trajectory], None]

@@ -1,4 +1,5 @@
-"""Episode data: `Message`, `Turn`, `Trajectory` and `to_dataset` (TRL's conversational format)."""
+"""Episode data: `Message`, `Turn`, `Trajectory`, `build_conversation` (an episode so far as chat
+messages, with a history window) and `to_dataset` (TRL's conversational format)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,45 @@ class Message(TypedDict):
 
 
 Conversation = list[Message]
+OMITTED_NOTE = "[{n} earlier turn(s) omitted]"
+
+
+def build_conversation(
+    instructions: str,
+    observations: Sequence[str],
+    actions: Sequence[str],
+    history_window: int | None = None,
+) -> Conversation:
+    """Chat messages for an episode so far: the instructions as the system message, then each
+    observation as a user message and each action as an assistant message.
+
+    `observations` has one more entry than `actions` for a live episode (the agent answers the last
+    observation) or the same number for a finished one. With `history_window=K`, only the first turn
+    (it carries the task) and the last K turns are kept, as verl-agent does to fit long episodes into
+    context; a note marks the gap.
+    """
+    if not len(actions) <= len(observations) <= len(actions) + 1:
+        raise ValueError(
+            f"need len(actions) <= len(observations) <= len(actions) + 1, got {len(observations)} "
+            f"observations and {len(actions)} actions"
+        )
+    if history_window is not None and history_window < 0:
+        raise ValueError(f"history_window must be >= 0 or None, got {history_window}")
+    n = len(observations)
+    kept = range(n)
+    if history_window is not None and n > history_window + 2:
+        kept = [0, *range(n - history_window - 1, n)]
+    messages: Conversation = [Message(role="system", content=instructions)]
+    previous = -1
+    for i in kept:
+        observation = observations[i]
+        if i > previous + 1:
+            observation = OMITTED_NOTE.format(n=i - previous - 1) + "\n" + observation
+        messages.append(Message(role="user", content=observation))
+        if i < len(actions):
+            messages.append(Message(role="assistant", content=actions[i]))
+        previous = i
+    return messages
 
 
 @dataclass
@@ -73,8 +113,6 @@ class Trajectory:
         """The episode as chat messages: system (instructions), then user/assistant per turn.
 
         `include_final` appends the env's answer to the last action as a final user message."""
-        from turngym.prompts import build_conversation
-
         observations = self.observations if include_final else self.observations[:-1]
         return build_conversation(self.instructions, observations, self.actions, history_window)
 

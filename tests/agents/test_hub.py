@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 
@@ -29,7 +30,9 @@ def test_cached_folder_is_returned_without_converting(monkeypatch, tmp_path):
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
     monkeypatch.setattr(hub, "smollm2_gguf_path", lambda: pytest.fail("converted again"))
-    assert hub.smollm2_path(cache=tmp_path) == folder
+    path = hub.smollm2_path(cache=tmp_path)
+    # a str, as transformers' hub helpers return: TRL's SFTTrainer(model=...) loads a str, not a Path
+    assert type(path) is str and path == str(folder)
 
 
 @pytest.mark.slow
@@ -48,7 +51,8 @@ def test_smollm2_folder_matches_the_gguf_and_generates():
     reader = gguf.GGUFReader(hub.smollm2_gguf_path())
     (embedding,) = [t for t in reader.tensors if t.name == "token_embd.weight"]
     expected = gguf.quants.dequantize(embedding.data, embedding.tensor_type)
-    saved = load_file(path / "model.safetensors")["model.embed_tokens.weight"]
+    assert type(path) is str
+    saved = load_file(os.path.join(path, "model.safetensors"))["model.embed_tokens.weight"]
     np.testing.assert_array_equal(saved, expected)
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)

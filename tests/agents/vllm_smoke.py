@@ -26,7 +26,7 @@ def log(message: str) -> None:
 
 def keydoor_conversations(n: int) -> list[list[dict[str, str]]]:
     import turngym
-    from turngym.prompts import build_conversation
+    from turngym.types import build_conversation
 
     env = turngym.make("turngym/KeyDoor-v0")
     instructions = env.get_wrapper_attr("instructions")

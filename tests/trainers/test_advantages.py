@@ -13,10 +13,10 @@ from conftest import ChainEnv  # noqa: E402
 
 import turngym  # noqa: E402
 from turngym.trainers.archer import ArcherConfig, ArcherTrainer  # noqa: E402
-from turngym.trainers.common import transitions  # noqa: E402
 from turngym.trainers.critic import clipped_policy_loss, kl_penalty, polyak_update, token_logprobs  # noqa: E402
 from turngym.trainers.grpo import group_advantages  # noqa: E402
 from turngym.trainers.ppo import gae  # noqa: E402
+from turngym.trainers.replay import transitions  # noqa: E402
 
 CHAIN = "test/Chain3-v0"
 if CHAIN not in turngym.list_envs():

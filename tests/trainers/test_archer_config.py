@@ -16,8 +16,9 @@ from conftest import ChainEnv  # noqa: E402
 
 import turngym  # noqa: E402
 from turngym.trainers.archer import ArcherConfig, ArcherTrainer  # noqa: E402
-from turngym.trainers.common import config_help, transitions  # noqa: E402
+from turngym.trainers.config import config_help  # noqa: E402
 from turngym.trainers.demo import SETUPS, demo_setup  # noqa: E402
+from turngym.trainers.replay import transitions  # noqa: E402
 
 CHAIN = "test/Chain3-v0"
 if CHAIN not in turngym.list_envs():
@@ -150,7 +151,7 @@ def test_readme_config_table_matches_the_field_docs():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     table = readme[readme.index("**`ArcherConfig`**") :]
     for name, (type_name, default, doc) in config_help(ArcherConfig).items():
-        if name in config_help(turngym.trainers.common.TrainConfig):
+        if name in config_help(turngym.trainers.config.TrainConfig):
             continue
         row = f"| `{name}` | {type_name} | `{default}` | {doc.replace('|', chr(92) + '|')} |"
         assert row in table, row

@@ -26,7 +26,8 @@ from conftest import BanditEnv  # noqa: E402
 
 import turngym  # noqa: E402
 from turngym.trainers import ALGORITHMS, algorithm  # noqa: E402
-from turngym.trainers.common import default_agent, transitions  # noqa: E402
+from turngym.trainers.loop import default_agent  # noqa: E402
+from turngym.trainers.replay import transitions  # noqa: E402
 
 BANDIT, TWO_STEP = "test/Bandit-v0", "test/TwoStepBandit-v0"
 for env_id, turns in ((BANDIT, 1), (TWO_STEP, 2)):
@@ -183,7 +184,12 @@ class Killed(Exception):
 
 
 def _comparable(records):
-    timing = ("charts/env_steps_per_s", "charts/critic_grad_norm", "charts/policy_grad_norm")
+    timing = (
+        "charts/env_steps_per_s",
+        "charts/wall_time_s",
+        "charts/critic_grad_norm",
+        "charts/policy_grad_norm",
+    )
     return [{k: v for k, v in r.items() if k not in timing} for r in records]
 
 
@@ -217,6 +223,8 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(algo, uniform_star
     )
     resumed.train()
 
+    wall = [r["charts/wall_time_s"] for r in resumed.run.metrics()]
+    assert wall == sorted(wall), wall  # the run's wall time carries over the resume (in the checkpoint)
     a, b = _comparable(straight.run.metrics()), _comparable(resumed.run.metrics())
     assert [r["iteration"] for r in b] == [0, 1, 2, 3, 4, 5]
     for ra, rb in zip(a, b):

@@ -13,8 +13,8 @@ pytest.importorskip("transformers")
 from conftest import ChainEnv
 
 import turngym
-from turngym.trainers.common import Run
 from turngym.trainers.ppo import PPOConfig, PPOTrainer
+from turngym.trainers.run import Run
 
 CHAIN = "test/Chain3-v0"
 if CHAIN not in turngym.list_envs():

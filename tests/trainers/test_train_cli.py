@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -12,6 +13,7 @@ pytest.importorskip("transformers")
 from typer.testing import CliRunner
 
 import turngym
+from turngym import cli
 from turngym.agents import RandomAgent
 from turngym.cli import app
 from turngym.eval import wilson_interval
@@ -34,7 +36,7 @@ def _sets(values):
     return [arg for value in values for arg in ("--set", value)]
 
 
-def test_train_then_report(tmp_path):
+def test_train_then_report(tmp_path, monkeypatch):
     config = tmp_path / "bc.yaml"
     config.write_text("expert_episodes: 2\nlr: 0.003\n")
     args = [
@@ -54,6 +56,29 @@ def test_train_then_report(tmp_path):
     # the same run again needs --resume; with it, it continues (here: nothing left to do but report)
     assert runner.invoke(app, args).exit_code == 2
     assert runner.invoke(app, [*args, "--resume"]).exit_code == 0
+
+    # a second algorithm, then both runs on one plot and in one table
+    grpo_args = [
+        "train",
+        "grpo",
+        "turngym/KeyDoor-v0",
+        *_sets([*TINY, "group_size=2", "eval_episodes=2", "max_turns=3", f"runs_dir={tmp_path}"]),
+    ]
+    assert runner.invoke(app, grpo_args).exit_code == 0
+    grpo_dir = tmp_path / "grpo-KeyDoor-v0-s0"
+    wall = [
+        m["charts/wall_time_s"]
+        for m in map(json.loads, (grpo_dir / "metrics.jsonl").read_text().splitlines())
+    ]
+    assert wall == sorted(wall) and wall[-1] > 0
+    monkeypatch.setattr(cli.console, "width", 200)  # whole run names on one line
+    result = runner.invoke(
+        app, ["report", str(run_dir), str(grpo_dir), "--out", str(tmp_path / "compare.png")]
+    )
+    assert result.exit_code == 0, result.output
+    rows = [line.split()[:2] for line in result.output.splitlines() if "KeyDoor-v0-s0" in line]
+    assert rows == [["bc-KeyDoor-v0-s0", "bc"], ["grpo-KeyDoor-v0-s0", "grpo"]]
+    assert (tmp_path / "compare.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_bad_train_arguments_are_one_line_errors(tmp_path):

@@ -19,7 +19,8 @@ from turngym.errors import ConfigError  # noqa: E402
 from turngym.trainers import algorithm  # noqa: E402
 from turngym.trainers.archer import ArcherConfig, ArcherTrainer  # noqa: E402
 from turngym.trainers.bc import BCConfig, BCTrainer  # noqa: E402
-from turngym.trainers.common import make_config, transitions  # noqa: E402
+from turngym.trainers.config import make_config  # noqa: E402
+from turngym.trainers.replay import transitions  # noqa: E402
 
 CHAIN = "test/Chain3-v0"
 if CHAIN not in turngym.list_envs():

@@ -1,0 +1,62 @@
+"""BC counts epochs (its training iterations are passes over the demonstrations), says so in its
+config, and plots held-out success against epochs: its env steps stop growing after the first epoch."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+import matplotlib.axes
+from conftest import TINY_BC, register_chain3
+from typer.testing import CliRunner
+
+from turngym.cli import app
+from turngym.errors import ConfigError
+from turngym.trainers.bc import BCConfig, BCTrainer
+from turngym.trainers.config import config_help, make_config
+
+CHAIN = register_chain3()
+TINY = TINY_BC
+
+
+def test_bc_config_names_epochs_and_keeps_iterations_as_a_deprecated_alias():
+    assert "epoch" in config_help(BCConfig)["epochs"][2]
+    assert BCConfig(epochs=3).num_iterations == 3
+    with pytest.warns(DeprecationWarning, match="use epochs"):
+        config = make_config(BCConfig, {"iterations": 4})
+    assert (config.epochs, config.iterations, config.num_iterations) == (4, None, 4)
+    with pytest.raises(ConfigError, match="epochs must be >= 1, got 0"):
+        BCConfig(epochs=0)
+
+
+def test_bc_curve_is_plotted_against_epochs(tmp_path, monkeypatch):
+    """The eval points of a 3-epoch run sit at epochs 0, 1, 2, 3, not stacked at the env steps of the
+    demonstrations after a line from (0, 0)."""
+    plotted = []
+    real_plot = matplotlib.axes.Axes.plot
+
+    def plot(self, *args, **kwargs):
+        plotted.append(list(args[0]))
+        return real_plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", plot)
+    trainer = BCTrainer(BCConfig(**TINY, epochs=3, eval_every=1, runs_dir=str(tmp_path)))
+    history = trainer.train()
+    steps = [m["charts/env_steps"] for m in history]
+    assert steps[0] > 0 and len(set(steps)) == 1  # the demonstrations are played once
+    assert plotted == [[0, 1, 2, 3]]
+    assert (trainer.run.dir / "curve.png").exists()
+    # `turngym report` redraws the curve on the same axis (as error bars)
+    plotted.clear()
+    real_errorbar = matplotlib.axes.Axes.errorbar
+
+    def errorbar(self, *args, **kwargs):
+        plotted.append(list(args[0]))
+        return real_errorbar(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", errorbar)
+    result = CliRunner().invoke(app, ["report", str(trainer.run.dir)])
+    assert result.exit_code == 0, result.output
+    assert [0, 1, 2, 3] in plotted

@@ -1,0 +1,234 @@
+"""The config every trainer extends (`TrainConfig`) and how configs are read: YAML files and
+`--set key=value` overrides, with one-line errors naming the key and the valid ones."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from turngym.agents.sampling import SamplingConfig
+from turngym.errors import ConfigError, did_you_mean, require
+
+C = TypeVar("C", bound="TrainConfig")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    """Fields shared by every trainer (each algorithm's config extends it)."""
+
+    env_id: str = "turngym/KeyDoor-v0"
+    """Env to train on (train split); eval uses its held-out test split."""
+    run_name: str = ""
+    """Run folder name under `runs_dir` (default: `<algo>-<env name>-s<seed>`)."""
+    runs_dir: str = "runs"
+    """Where run folders are created."""
+    seed: int = 0
+    """Seeds python, numpy, torch, the agent's sampler and the env episodes."""
+    iterations: int = 20
+    """Training iterations (each: collect `rollout_episodes` episodes, then update)."""
+    rollout_episodes: int = 32
+    """Train-split episodes collected per iteration."""
+    batch_size: int = 32
+    """Transitions (or sequences) per gradient step."""
+    grad_accum_steps: int = 1
+    """Gradients of this many minibatches of batch_size are summed (each scaled 1/N) per optimizer step:
+    the same step as one batch N times larger, in less memory. BC, PPO, GRPO: each pass over the data
+    ends with a step. ArCHer: each critic and actor step samples batch_size x N replayed turns (official
+    ArCHer: 8 x 32 = 256, `batch_size` and `grad_accum_steps` in its scripts/config/default.yaml)."""
+    lr: float = 1e-3
+    """Policy learning rate (AdamW; tiny models from scratch want ~1e-3, pretrained LMs ~1e-6..1e-5)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay of the policy."""
+    warmup_steps: int = 0
+    """Linear learning-rate warm-up of the policy optimizer, in optimizer steps."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm."""
+    temperature: float = 1.0
+    """Sampling temperature of training rollouts."""
+    max_new_tokens: int = 32
+    """Longest action in tokens."""
+    history_window: int | None = None
+    """Prompt keeps the first turn and the last K turns (None: the whole episode)."""
+    max_turns: int | None = None
+    """Turn limit (None: the env's registered limit)."""
+    eval_every: int = 5
+    """Evaluate on the test split every this many iterations (and at the start and the end)."""
+    eval_episodes: int = 100
+    """Held-out test episodes per evaluation (fixed seeds 0..N-1, greedy decoding)."""
+    target_success: float | None = None
+    """Stop early once an eval reaches this success rate (None: run all iterations)."""
+    save_every: int = 5
+    """Checkpoint every this many iterations (and at the end)."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept (older ones are deleted)."""
+    tiny_layers: int = 2
+    """Default policy (a TinyAgent built for the env): transformer blocks."""
+    tiny_embd: int = 64
+    """Default policy: hidden size."""
+    tiny_heads: int = 2
+    """Default policy: attention heads."""
+    device: str = "auto"
+    """auto (cuda if available), cpu or cuda."""
+    mixed_precision: bool = True
+    """bf16 autocast for forward passes when running on a GPU (ignored on CPU)."""
+    tensorboard: bool = True
+    """Also log to TensorBoard event files in the run folder."""
+    progress: bool | None = None
+    """Show a rich progress bar (on stderr) over iterations with the latest metrics (None: when stderr is a terminal)."""
+
+    algo = "train"  # class-level name used for the default run name
+    loop_unit = "iterations"  # the field counting the training loop's iterations (BC: epochs)
+    curve_axis = "env_steps"  # curve.png's x axis: a key of `turngym.trainers.run.CURVE_AXES`
+
+    def __post_init__(self) -> None:
+        positive = (self.loop_unit, "rollout_episodes", "batch_size", "grad_accum_steps", "eval_every")
+        for name in (*positive, "save_every", "keep_checkpoints", "eval_episodes", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"device must be one of {list(DEVICES)}, got {self.device!r}")
+        if self.history_window is not None and self.history_window < 0:
+            raise ConfigError(f"history_window must be >= 0 or None, got {self.history_window}")
+        if self.target_success is not None and not 0 < self.target_success <= 1:
+            raise ConfigError(f"target_success must be in (0, 1] or None, got {self.target_success}")
+        if self.tiny_embd % self.tiny_heads:
+            raise ConfigError(
+                f"tiny_embd ({self.tiny_embd}) must be a multiple of tiny_heads ({self.tiny_heads})"
+            )
+
+    @property
+    def name(self) -> str:
+        return self.run_name or f"{self.algo}-{self.env_id.split('/')[-1]}-s{self.seed}"
+
+    @property
+    def num_iterations(self) -> int:
+        """Iterations the training loop runs: `iterations`, or what the config's `loop_unit` names."""
+        return getattr(self, self.loop_unit)
+
+    @property
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(temperature=self.temperature, max_new_tokens=self.max_new_tokens)
+
+
+def config_help(cls: type) -> dict[str, tuple[str, Any, str]]:
+    """{field: (type, default, doc)} from the docstrings written under each field."""
+    import ast
+    import inspect
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        body = ast.parse(inspect.getsource(klass)).body[0].body
+        for node, nxt in itertools.pairwise(body):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+            ):
+                docs[node.target.id] = " ".join(str(nxt.value.value).split())
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        out[f.name] = (_type_name(hints[f.name]), default, docs.get(f.name, ""))
+    return out
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "None"
+    if isinstance(tp, type):
+        return tp.__name__
+    return " or ".join(_type_name(a) for a in typing.get_args(tp)) if typing.get_args(tp) else str(tp)
+
+
+def parse_value(text: str, tp: Any, key: str) -> Any:
+    """Parse a `--set key=value` string to the field's type (`None`/`null` for optional fields)."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        if text.strip().lower() in ("none", "null", "~") and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return parse_value(text, inner[0], key)
+    try:
+        if tp is bool:
+            lowered = text.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return lowered in ("true", "1", "yes")
+        if tp is int:
+            return int(text)
+        if tp is float:
+            return float(text)
+        if tp is str:
+            return text
+    except ValueError:
+        raise ConfigError(f"{key}={text!r} is not a valid {_type_name(tp)}") from None
+    raise ConfigError(f"{key}: cannot parse values of type {_type_name(tp)}")
+
+
+def make_config(cls: type[C], values: dict[str, Any] | None = None, overrides: Sequence[str] = ()) -> C:
+    """Build `cls` from a dict (e.g. a YAML file) and `key=value` overrides; unknown keys and
+    unparsable values are one-line `ConfigError`s naming the key and the valid ones."""
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in fields(cls)]
+    merged: dict[str, Any] = {}
+    for key, value in (values or {}).items():
+        _check_key(key, valid, cls)
+        if isinstance(value, str) and hints[key] is not str:
+            value = parse_value(value, hints[key], key)
+        merged[key] = value
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, text = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        _check_key(key, valid, cls)
+        merged[key] = parse_value(text, hints[key], key)
+    for key, value in merged.items():  # YAML gives ints for floats etc.: coerce where harmless
+        if hints[key] is float and isinstance(value, int) and not isinstance(value, bool):
+            merged[key] = float(value)
+    return cls(**merged)
+
+
+def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequence[str] = ()) -> C:
+    """`make_config` from a YAML file (optional) plus overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        yaml = require("yaml", "train", "config files")
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as exc:  # a parser error is many lines with a caret; one line says it
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ConfigError(
+                f"{path} is not valid YAML: {getattr(exc, 'problem', None) or exc}{where}"
+            ) from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
+    return make_config(cls, values, overrides)
+
+
+def _check_key(key: str, valid: list[str], cls: type) -> None:
+    if key not in valid:
+        raise ConfigError(
+            f"unknown {cls.__name__} key {key!r}.{did_you_mean(key, valid)} Valid keys: {', '.join(valid)}"
+        )
+
+
+def config_yaml(config: TrainConfig) -> str:
+    yaml = require("yaml", "train", "config files")
+    return yaml.safe_dump({"algo": config.algo, **dataclasses.asdict(config)}, sort_keys=False)

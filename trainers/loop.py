@@ -1,0 +1,209 @@
+"""The `Trainer` base class and the training loop every algorithm runs: eval, logging, checkpoints,
+resume, the env-step clock and the progress bar."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from turngym.trainers.collect import evaluate_policy
+from turngym.trainers.config import TrainConfig
+from turngym.trainers.optim import autocast, minibatches, resolve_device, seed_everything
+from turngym.trainers.run import Run, checkpoint_state, load_checkpoint_state
+from turngym.types import Conversation
+
+if TYPE_CHECKING:
+    from turngym.agents.hf import HFAgent
+
+
+def default_agent(config: TrainConfig) -> HFAgent:
+    """A TinyAgent for `config.env_id` (vocabulary from the env's text), sized by `tiny_*`."""
+    from turngym.agents.tiny import TinyAgent, TinyConfig
+
+    tiny = TinyConfig(
+        n_layer=config.tiny_layers, n_embd=config.tiny_embd, n_head=config.tiny_heads, seed=config.seed
+    )
+    return TinyAgent.from_env(config.env_id, tiny, config.sampling)
+
+
+class Clock:
+    """Env steps and wall time of a run, restored on resume."""
+
+    def __init__(self) -> None:
+        self.env_steps = 0
+        self.elapsed = 0.0
+        self._start = time.perf_counter()
+
+    def charts(self, new_steps: int) -> dict[str, float]:
+        now = time.perf_counter()
+        span = now - self._start
+        self._start = now
+        self.elapsed += span
+        self.env_steps += new_steps
+        return {
+            "charts/env_steps": self.env_steps,
+            "charts/env_steps_per_s": new_steps / span if span > 0 else 0.0,
+            "charts/wall_time_s": self.elapsed,  # seconds since the run started (`turngym report` shows it)
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"env_steps": self.env_steps, "elapsed": self.elapsed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.env_steps = state["env_steps"]
+        self.elapsed = state.get("elapsed", 0.0)  # checkpoints written before wall time was logged
+
+
+def progress_enabled(setting: bool | None) -> bool:
+    """Whether to show progress bars: `setting` when given, else only when stderr, where the bars go
+    (as `turngym eval`'s), is a terminal; stdout keeps the normal output alone either way."""
+    return sys.stderr.isatty() if setting is None else bool(setting)
+
+
+def progress_bar(total: int, description: str, enabled: bool, completed: int = 0):
+    """A rich progress bar on stderr with a `status` text field, and its task (a no-op object when
+    disabled)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=20),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=Console(stderr=True),
+        disable=not enabled,
+    )
+    task = bar.add_task(description, total=total, completed=completed, status="")
+    return bar, task
+
+
+def progress_status(metrics: dict[str, Any], held_out: float | None, doing: str = "") -> str:
+    """The bar's text: the latest iteration's env steps, first loss and training success, the newest
+    held-out success (`held_out`) and what the loop is doing now (`doing`)."""
+    parts = []
+    if "charts/env_steps" in metrics:
+        parts.append(f"{metrics['charts/env_steps']:,} env steps")
+    losses = [key for key in metrics if key.startswith("losses/")]
+    if losses:
+        parts.append(f"{losses[0].removeprefix('losses/')} loss {metrics[losses[0]]:.3g}")
+    if "charts/train_success_rate" in metrics:
+        parts.append(f"train {metrics['charts/train_success_rate']:.0%}")
+    if held_out is not None:
+        parts.append(f"held-out {held_out:.0%}")
+    return " | ".join([*parts, doing] if doing else parts)
+
+
+class Trainer:
+    """What every trainer shares: seeding, the device, the policy (default: a TinyAgent for
+    `config.env_id`), the run folder, `train()` and checkpoints. A subclass builds its networks and
+    optimizers after `super().__init__`, defines `iteration(i)` and names what a checkpoint holds in
+    `_checkpoint_parts()`."""
+
+    def __init__(self, config: TrainConfig, agent: Any = None, resume: bool = False) -> None:
+        self.config = config
+        seed_everything(config.seed)
+        self.device = resolve_device(config.device)
+        self.agent = agent if agent is not None else default_agent(config)
+        self.agent.model.to(self.device)
+        self.resume = resume
+        self.run = Run(config, resume=resume)
+
+    def train(self) -> list[dict[str, Any]]:
+        """Run the training loop; returns each iteration's metrics (also in `metrics.jsonl`)."""
+        return train_loop(self, resume=self.resume)
+
+    def _checkpoint_parts(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def old_logprobs(
+        self, states: Sequence[Conversation], actions: Sequence[str], action_tokens: Sequence[Any]
+    ) -> list[Any]:
+        """Per-token log-probs (at the sampling temperature) of each action under the policy before
+        an update, one 1-D tensor over its action tokens per example, in example order (the
+        denominators of PPO's and GRPO's ratios)."""
+        import torch
+
+        from turngym.trainers.critic import token_logprobs
+
+        config = self.config
+        out: list[Any] = [None] * len(states)
+        with torch.no_grad():
+            for index in minibatches(len(states), config.batch_size, np.random.default_rng(0)):
+                tokens = self.agent.token_batch(
+                    [states[i] for i in index], [actions[i] for i in index], [action_tokens[i] for i in index]
+                )
+                with autocast(config, self.device):
+                    logprobs = token_logprobs(self.agent.model, tokens, config.temperature).float()
+                for row, i in enumerate(index):
+                    out[i] = logprobs[row][tokens.action_mask[row, 1:]]
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return checkpoint_state(self.agent, **self._checkpoint_parts())
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        load_checkpoint_state(state, self.agent, **self._checkpoint_parts())
+
+
+def train_loop(trainer: Any, resume: bool = False) -> list[dict[str, Any]]:
+    """The loop every trainer runs: `trainer.iteration(i)` collects data and updates (returning
+    metrics and the env steps it took), with eval at the start, every `eval_every` iterations and at the
+    end, logging, checkpoints (`trainer.state_dict()`) and `curve.png`. `resume` continues from the
+    newest checkpoint with its RNG state, so the run goes on exactly as if never stopped. The run's
+    files are closed when it ends, also on an error."""
+    try:
+        return _train_loop(trainer, resume)
+    finally:
+        trainer.run.close()
+
+
+def _train_loop(trainer: Any, resume: bool) -> list[dict[str, Any]]:
+    config, run = trainer.config, trainer.run
+    clock = Clock()
+    start = 0
+    if resume:
+        if (state := run.latest_checkpoint()) is not None:
+            trainer.load_state_dict(state)
+            clock.load_state_dict(state["clock"])
+            start = state["iteration"]
+        run.rewind(start if state is not None else -1)  # without a checkpoint, iteration 0 reruns too
+    total = config.num_iterations
+    history = []
+    description = f"{config.algo} {config.loop_unit}"  # short: the status text needs the width
+    bar, task = progress_bar(total, description, progress_enabled(config.progress), completed=start)
+    with bar:
+        if start == 0:
+            bar.update(task, status="evaluating")
+            run.log({**evaluate_policy(trainer.agent, config), **clock.charts(0)}, 0)
+        evals = [m["eval/success_rate"] for m in run.metrics() if "eval/success_rate" in m]
+        held_out = evals[-1] if evals else None  # shown in the bar until the next eval
+        metrics: dict[str, Any] = {}
+        for iteration in range(start + 1, total + 1):
+            bar.update(task, status=progress_status(metrics, held_out, "training"))
+            metrics, steps = trainer.iteration(iteration)
+            metrics.update(clock.charts(steps))
+            last = iteration == total
+            if iteration % config.eval_every == 0 or last:
+                bar.update(task, status=progress_status(metrics, held_out, "evaluating"))
+                metrics.update(evaluate_policy(trainer.agent, config))
+                held_out = metrics["eval/success_rate"]
+            reached = (
+                config.target_success is not None
+                and metrics.get("eval/success_rate", 0.0) >= config.target_success
+            )
+            run.log(metrics, iteration)
+            history.append(metrics)
+            if iteration % config.save_every == 0 or last or reached:
+                run.save_checkpoint(iteration, {**trainer.state_dict(), "clock": clock.state_dict()})
+            bar.update(task, advance=1, status=progress_status(metrics, held_out))
+            if reached:
+                break
+    run.write_curve()
+    trainer.agent.save(run.dir / "agent")
+    return history

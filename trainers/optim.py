@@ -1,0 +1,108 @@
+"""Optimisation helpers every trainer shares: device and seeding, AdamW with warm-up, the clipped
+step, shuffled (accumulated) minibatches, frozen copies and the mean of logged losses."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import random
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from turngym.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+    from turngym.trainers.config import TrainConfig
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device='cuda' but torch sees no GPU; use device=auto or cpu")
+    return name
+
+
+def autocast(config: TrainConfig, device: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on a GPU when `mixed_precision`; a no-op on CPU."""
+    import torch
+
+    if device.startswith("cuda") and config.mixed_precision:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(params: Any, lr: float, weight_decay: float = 0.0, warmup_steps: int = 0) -> tuple:
+    """AdamW and a linear warm-up schedule (constant afterwards). `params`: tensors, or param-group
+    dicts (a group's own `lr` overrides `lr`)."""
+    import torch
+
+    params = list(params)
+    if params and isinstance(params[0], dict):
+        groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in params]
+    else:
+        groups = [{"params": [p for p in params if p.requires_grad]}]
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    )
+    return optimizer, scheduler
+
+
+def optimizer_step(optimizer: Any, scheduler: Any, params: Any, max_grad_norm: float) -> float:
+    """Clip, step, zero; returns the pre-clip gradient norm."""
+    import torch
+
+    norm = torch.nn.utils.clip_grad_norm_([p for p in params if p.requires_grad], max_grad_norm)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(norm)
+
+
+def minibatches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """A shuffled split of range(n) into batches of at most `size`."""
+    order = rng.permutation(n)
+    return [order[i : i + size] for i in range(0, n, size)]
+
+
+def accumulated_minibatches(
+    n: int, size: int, accum_steps: int, rng: np.random.Generator, passes: int = 1
+) -> Iterator[tuple[np.ndarray, bool]]:
+    """`passes` shuffled passes over range(n) in minibatches of at most `size`, each with whether the
+    optimizer steps after it: every `accum_steps` minibatches and at each pass's last one, so no
+    gradient is carried into the next pass or iteration (checkpoints do not hold gradients, so a
+    resumed run would lose it)."""
+    for _ in range(passes):
+        batches = minibatches(n, size, rng)
+        for step, index in enumerate(batches, 1):
+            yield index, step % accum_steps == 0 or step == len(batches)
+
+
+def deep_copy_frozen(module: torch.nn.Module) -> torch.nn.Module:
+    """A frozen copy of a module (reference policy, target network)."""
+    clone = copy.deepcopy(module)
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    return clone
+
+
+def mean_metrics(logs: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Each key's mean over the update steps that logged it."""
+    keys = dict.fromkeys(key for m in logs for key in m)
+    return {key: float(np.mean([m[key] for m in logs if key in m])) for key in keys}

@@ -1,0 +1,234 @@
+"""The run folder `runs/NAME/`: config.yaml, metrics (JSONL and TensorBoard), episodes, checkpoints
+(with the RNG state, for exact resumes), rewinding on resume, and curve.png."""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from turngym.errors import ConfigError, require
+from turngym.storage import JsonlWriter, atomic_write_bytes, atomic_write_text, iter_jsonl, to_json_line
+from turngym.trainers.config import TrainConfig, config_yaml
+
+if TYPE_CHECKING:
+    from turngym.agents.hf import HFAgent
+
+
+class Run:
+    """`runs/NAME/`: config.yaml, metrics.jsonl, TensorBoard events, checkpoints/, trajectories.jsonl,
+    curve.png. Metrics are flat dicts with namespaced keys (`losses/critic`, `charts/success_rate`)."""
+
+    def __init__(self, config: TrainConfig, resume: bool = False) -> None:
+        self.config = config
+        self.dir = Path(config.runs_dir) / config.name
+        self.checkpoints = self.dir / "checkpoints"
+        config_path = self.dir / "config.yaml"
+        if resume:
+            if not config_path.exists():
+                raise ConfigError(f"cannot resume: {self.dir} has no config.yaml (no run there yet)")
+            yaml = require("yaml", "train", "config files")
+            saved = yaml.safe_load(config_path.read_text())
+            current = yaml.safe_load(config_yaml(config))
+            # the loop's length may grow (resuming extends the same run) and the display may change
+            free = {"iterations", config.loop_unit, "progress"}
+            changed = sorted(
+                k for k in set(saved) | set(current) if k not in free and saved.get(k) != current.get(k)
+            )
+            if changed:
+                raise ConfigError(
+                    f"cannot resume {self.dir}: config differs from its config.yaml in {changed}"
+                )
+        elif self.dir.exists() and any(self.dir.iterdir()):
+            raise ConfigError(f"{self.dir} already holds a run: pass --resume, or choose another run_name")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(config_path, config_yaml(config))
+        self.trajectories = JsonlWriter(self.dir / "trajectories.jsonl")
+        self._metrics = JsonlWriter(self.dir / "metrics.jsonl")
+        self._tb = None
+        if config.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.dir))
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        record = {"iteration": step, **{k: _plain(v) for k, v in metrics.items()}}
+        self._metrics.write(record)
+        if self._tb is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "iteration":
+                    self._tb.add_scalar(key, value, step)
+            self._tb.flush()
+
+    def metrics(self) -> list[dict[str, Any]]:
+        path = self.dir / "metrics.jsonl"
+        return list(iter_jsonl(path)) if path.exists() else []
+
+    def rewind(self, last_iteration: int) -> None:
+        """On resume: drop the metrics and the episodes of iterations after `last_iteration` (the
+        checkpoint's; -1 without one): the resumed run produces them again. Episodes are tagged
+        with their iteration by `collect`; untagged ones (older runs) are kept."""
+        self._metrics.close()
+        self.trajectories.close()
+        for name in ("metrics.jsonl", "trajectories.jsonl"):
+            path = self.dir / name
+            records = list(iter_jsonl(path)) if path.exists() else []
+            kept = [r for r in records if _iteration(r) <= last_iteration]
+            if len(kept) < len(records):
+                atomic_write_bytes(path, b"".join(to_json_line(r) for r in kept))
+        self.trajectories = JsonlWriter(self.dir / "trajectories.jsonl")
+        self._metrics = JsonlWriter(self.dir / "metrics.jsonl")
+
+    # checkpoints: one torch file per save, written atomically; the newest `keep_checkpoints` are kept
+    def save_checkpoint(self, iteration: int, state: dict[str, Any]) -> Path:
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save({"iteration": iteration, "global_rng": rng_state(), **state}, buffer)
+        path = self.checkpoints / f"iter_{iteration:06d}.pt"
+        atomic_write_bytes(path, buffer.getvalue())
+        for old in sorted(self.checkpoints.glob("iter_*.pt"))[: -self.config.keep_checkpoints]:
+            old.unlink()
+        return path
+
+    def latest_checkpoint(self) -> dict[str, Any] | None:
+        import torch
+
+        paths = sorted(self.checkpoints.glob("iter_*.pt"))
+        if not paths:
+            return None
+        state = torch.load(paths[-1], weights_only=False)
+        set_rng_state(state["global_rng"])
+        return state
+
+    def write_curve(self, title: str | None = None) -> Path:
+        return plot_curves(
+            {self.config.algo: self.metrics()},
+            self.dir / "curve.png",
+            title or self.dir.name,
+            axis=self.config.curve_axis,
+        )
+
+    def close(self) -> None:
+        self.trajectories.close()
+        self._metrics.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _iteration(record: dict[str, Any]) -> int:
+    """The iteration a metrics record or a tagged trajectory belongs to (-1 if untagged)."""
+    return record.get("iteration", record.get("metadata", {}).get("iteration", -1))
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no nan/inf; keep them visible
+    return value
+
+
+def rng_state() -> dict[str, Any]:
+    import torch
+
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def agent_state(agent: HFAgent) -> dict[str, Any]:
+    return {"model": agent.model.state_dict(), "generator": agent.generator.get_state()}
+
+
+def load_agent_state(agent: HFAgent, state: dict[str, Any]) -> None:
+    agent.model.load_state_dict(state["model"])
+    agent.generator.set_state(state["generator"])
+
+
+def checkpoint_state(agent: HFAgent, **parts: Any) -> dict[str, Any]:
+    """A trainer's checkpoint: the agent plus each named part (modules, optimizers, schedulers,
+    buffers: anything with `state_dict`; numpy Generators by their bit-generator state; None stays None)."""
+    state: dict[str, Any] = {"agent": agent_state(agent)}
+    for name, part in parts.items():
+        if part is None:
+            state[name] = None
+        elif isinstance(part, np.random.Generator):
+            state[name] = part.bit_generator.state
+        else:
+            state[name] = part.state_dict()
+    return state
+
+
+def load_checkpoint_state(state: dict[str, Any], agent: HFAgent, **parts: Any) -> None:
+    """Restore what `checkpoint_state` saved into the same named parts (None parts are skipped)."""
+    load_agent_state(agent, state["agent"])
+    for name, part in parts.items():
+        if part is None:
+            continue
+        if isinstance(part, np.random.Generator):
+            part.bit_generator.state = state[name]
+        else:
+            part.load_state_dict(state[name])
+
+
+# curve.png's x axes: {name: (metrics key, axis label)}. RL trainers are compared by the env steps they
+# played; BC plays its demonstrations once, so it is plotted against the epochs it trained on them.
+CURVE_AXES = {
+    "env_steps": ("charts/env_steps", "env steps (training turns)"),
+    "epochs": ("iteration", "epochs (passes over the demonstration turns)"),
+}
+
+
+def plot_curves(
+    curves: dict[str, list[dict[str, Any]]], path: str | Path, title: str, axis: str = "env_steps"
+) -> Path:
+    """Success rate (with its 95% CI band) vs `axis` (a key of `CURVE_AXES`), one line per named
+    metrics list."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key, label_x = CURVE_AXES[axis]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, metrics in curves.items():
+        points = [m for m in metrics if "eval/success_rate" in m]
+        if not points:
+            continue
+        x = [m[key] for m in points]
+        ax.plot(x, [m["eval/success_rate"] for m in points], marker="o", label=label)
+        ax.fill_between(x, [m["eval/ci_low"] for m in points], [m["eval/ci_high"] for m in points], alpha=0.2)
+    ax.set_xlabel(label_x)
+    ax.set_ylabel("success rate (held-out test tasks)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    if curves:
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
+
+
+def run_curve_axis(run_dir: str | Path) -> str:
+    """The curve axis of a run folder: its algorithm's (`algo` in its config.yaml), else env steps."""
+    from turngym.trainers import ALGORITHMS, algorithm
+
+    yaml = require("yaml", "train", "config files")
+    path = Path(run_dir) / "config.yaml"
+    algo = (yaml.safe_load(path.read_text()) or {}).get("algo") if path.exists() else None
+    return algorithm(algo)[0].curve_axis if algo in ALGORITHMS else "env_steps"
