@@ -50,19 +50,19 @@ def main() -> None:
     if args.tiny:
         model = {"tiny_layers": 1, "tiny_embd": 32, "tiny_heads": 2}
         shared = {"eval_episodes": 8, "max_turns": 4, "tensorboard": False, **model}
-        bc_budget = {"iterations": 2, "expert_episodes": 8, "eval_every": 2}
+        bc_budget = {"epochs": 2, "expert_episodes": 8, "eval_every": 2}
         grpo_budget = {"iterations": 1, "rollout_episodes": 8, "group_size": 4, "eval_every": 1}
     else:
         model = {"tiny_layers": 4, "tiny_embd": 128, "tiny_heads": 4}
         shared = {"eval_episodes": 100, **model}
-        bc_budget = {"iterations": 18, "expert_episodes": 32, "eval_every": 6}
+        bc_budget = {"epochs": 18, "expert_episodes": 32, "eval_every": 6}
         grpo_budget = {"iterations": 10, "rollout_episodes": 32, "group_size": 8, "eval_every": 5}
     # the longest KeyDoor command is 6 tokens with EOS; history_window=0 keeps the task turn and the
     # current observation, which hold the whole state
     shared |= {"max_new_tokens": 8, "history_window": 0, "batch_size": 16}
     common = {"env_id": ENV_ID, "runs_dir": runs_dir, "seed": args.seed, **shared}
 
-    # Run 1: behaviour cloning on the env's scripted expert (one iteration = one epoch).
+    # Run 1: behaviour cloning on the env's scripted expert (`epochs` passes over its turns).
     bc = BCTrainer(BCConfig(run_name="bc", lr=1e-3, **common, **bc_budget))
     bc_history = bc.train()
 
@@ -100,6 +100,7 @@ def main() -> None:
         bc_last["eval/ci_low"] <= grpo_last["eval/ci_high"]
         and grpo_last["eval/ci_low"] <= bc_last["eval/ci_high"]
     )
+    print(f"the same runs on one plot: turngym report {bc.run.dir} {grpo.run.dir} --out compare.png")
     print(
         "the 95% intervals overlap: this eval does not clearly separate the runs"
         if overlap
