@@ -52,7 +52,7 @@ def test_one_file_env_commands_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # runs/ goes here; the commands name examples/ relative to the repo
     (tmp_path / "examples").symlink_to(ROOT / "examples")
     tiny = ["tiny_layers=1", "tiny_embd=16", "max_new_tokens=4", "eval_episodes=2", "expert_episodes=2"]
-    tiny += ["batch_size=2", "iterations=1", "tensorboard=false"]
+    tiny += ["batch_size=2", "epochs=1", "tensorboard=false"]
     expected = {"check": "passes check_env", "play": "Episode over", "train": "held-out success"}
     expected |= {"eval": "GuessNumber-v0 (test split)", "list": "my/GuessNumber-v0"}
     commands = [shlex.split(line.split("#")[0]) for line in block.strip().splitlines()]
