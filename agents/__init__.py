@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from turngym.agents.tiny import TinyAgent, TinyConfig
     from turngym.agents.vllm import VLLMAgent
 
-AGENT_NAMES = ("expert", "random", "openai", "vllm")
+AGENT_NAMES = ("expert", "random", "hf", "openai", "vllm")
 
 # Heavy agents (torch/transformers, httpx, vllm) load only when first used: `import turngym` stays light.
 _LAZY = {
@@ -34,7 +34,8 @@ _LAZY = {
 def make_agent(name: str, **kwargs: Any) -> Agent:
     """An agent by name with its keyword arguments: `expert`, `random`, `openai` (`model=`,
     `base_url=`, ... or the `OPENAI_*` env vars: see `OpenAIAgent`), `vllm` (`model=`, ...: see
-    `VLLMAgent`), or the folder of a saved `HFAgent`/`TinyAgent` (what `agent.save(path)` and the
+    `VLLMAgent`), `hf` (`model=` a local folder, a hub id or `smollm2`, ...: see
+    `HFAgent.from_pretrained`), or the folder of a saved `HFAgent`/`TinyAgent` (what `agent.save(path)` and the
     trainers' checkpoints write); a one-line error names the valid ones."""
     if name == "expert":
         return ExpertAgent(**kwargs)
@@ -42,6 +43,21 @@ def make_agent(name: str, **kwargs: Any) -> Agent:
         return RandomAgent(**kwargs)
     if name == "openai":
         return __getattr__("OpenAIAgent")(**kwargs)
+    if name == "hf":
+        if "model" not in kwargs:
+            raise ConfigError(
+                "the hf agent needs model= (a local model folder, a Hugging Face id or smollm2)"
+            )
+        from turngym.agents.hub import resolve_model
+
+        model = kwargs.pop("model")
+        try:
+            return __getattr__("HFAgent").from_pretrained(resolve_model(model), **kwargs)
+        except OSError as exc:  # transformers' message is a paragraph: its first line says what failed
+            raise ConfigError(
+                f"model {model!r} is not a local model folder, a reachable hub id or 'smollm2': "
+                f"{str(exc).splitlines()[0]}"
+            ) from None
     if name == "vllm":
         if "model" not in kwargs:
             raise ConfigError("the vllm agent needs model= (a Hugging Face model id or folder)")

