@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from turngym.agents.tiny import TinyAgent, TinyConfig
     from turngym.agents.vllm import VLLMAgent
 
-AGENT_NAMES = ("expert", "random", "openai", "vllm")
+AGENT_NAMES = ("expert", "random", "hf", "openai", "vllm")
 
 # Heavy agents (torch/transformers, httpx, vllm) load only when first used: `import turngym` stays light.
 _LAZY = {
@@ -34,19 +34,39 @@ _LAZY = {
 def make_agent(name: str, **kwargs: Any) -> Agent:
     """An agent by name with its keyword arguments: `expert`, `random`, `openai` (`model=`,
     `base_url=`, ... or the `OPENAI_*` env vars: see `OpenAIAgent`), `vllm` (`model=`, ...: see
-    `VLLMAgent`), or the folder of a saved `HFAgent`/`TinyAgent` (what `agent.save(path)` and the
-    trainers' checkpoints write); a one-line error names the valid ones."""
+    `VLLMAgent`), `hf` (`model=` a local folder, a hub id or `smollm2`, ...: see
+    `HFAgent.from_pretrained`), or the folder of a saved `HFAgent`/`TinyAgent` (what `agent.save(path)`
+    and the trainers write as runs/NAME/agent; a run folder stands for its agent/); a one-line error
+    names the valid ones."""
     if name == "expert":
         return ExpertAgent(**kwargs)
     if name == "random":
         return RandomAgent(**kwargs)
     if name == "openai":
         return __getattr__("OpenAIAgent")(**kwargs)
+    if name == "hf":
+        if "model" not in kwargs:
+            raise ConfigError(
+                "the hf agent needs model= (a local model folder, a Hugging Face id or smollm2)"
+            )
+        from turngym.agents.hub import resolve_model
+
+        model = kwargs.pop("model")
+        try:
+            return __getattr__("HFAgent").from_pretrained(resolve_model(model), **kwargs)
+        except OSError as exc:  # transformers' message is a paragraph: its first line says what failed
+            raise ConfigError(
+                f"model {model!r} is not a local model folder, a reachable hub id or 'smollm2': "
+                f"{str(exc).splitlines()[0]}"
+            ) from None
     if name == "vllm":
         if "model" not in kwargs:
             raise ConfigError("the vllm agent needs model= (a Hugging Face model id or folder)")
         return __getattr__("VLLMAgent")(**kwargs)
     folder = Path(name)
+    if not _is_saved_model(folder) and _is_saved_model(folder / "agent"):  # a run folder: its final policy
+        folder = folder / "agent"
+        name = str(folder)
     if (folder / "config.json").exists() or (folder / "adapter_config.json").exists():
         return __getattr__("HFAgent").load(name, **kwargs)
     if folder.is_dir():
@@ -62,6 +82,10 @@ def make_agent(name: str, **kwargs: Any) -> Agent:
         f"unknown agent {name!r}.{did_you_mean(name, AGENT_NAMES)} Valid agents: {list(AGENT_NAMES)} "
         "or the folder of a saved model"
     )
+
+
+def _is_saved_model(folder: Path) -> bool:
+    return (folder / "config.json").exists() or (folder / "adapter_config.json").exists()
 
 
 def __getattr__(name: str) -> Any:

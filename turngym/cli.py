@@ -5,6 +5,7 @@ that registers it and the id: `my_module:my/Env-v0` or `path/to/file.py:my/Env-v
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -177,12 +178,15 @@ def eval_command(
     agent: Annotated[
         str,
         typer.Option(
-            help="Agent: expert, random, openai (an OpenAI-compatible endpoint: OPENAI_* env vars), vllm "
-            "(needs --model), or the folder of a saved model (runs/NAME/agent)."
+            help="Agent: expert, random, hf (a transformers model: --model), openai (an OpenAI-compatible "
+            "endpoint: OPENAI_* env vars), vllm (needs --model), or the folder of a saved model (runs/NAME/agent)."
         ),
     ] = "random",
     episodes: Annotated[int, typer.Option(min=1, help="Number of evaluation episodes.")] = 100,
-    batch_size: Annotated[int, typer.Option(min=1, help="Episodes played at once.")] = 16,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Episodes played at once (default: a saved agent's run's, else 16)."),
+    ] = None,
     split: Annotated[str, typer.Option(help="Task split: test (held out, default) or train.")] = "test",
     seed: Annotated[int, typer.Option(help="Episode i uses seed + i.")] = 0,
     max_turns: Annotated[int | None, typer.Option(min=1, help="Turn limit (default: the env's).")] = None,
@@ -190,24 +194,59 @@ def eval_command(
     model: Annotated[
         str | None,
         typer.Option(
-            help="Model of --agent openai (default: OPENAI_MODEL) or vllm (a Hugging Face id or folder)."
+            help="Model of --agent hf (a local folder, a Hugging Face id or smollm2), openai (default: "
+            "OPENAI_MODEL) or vllm (a Hugging Face id or folder)."
+        ),
+    ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(
+            min=0, help="LM agents: sampling temperature, 0 greedy (default: a saved agent's run's eval)."
+        ),
+    ] = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(min=1, help="LM agents: longest action in tokens (default: as saved).")
+    ] = None,
+    history_window: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Prompt keeps the first and the last K turns (default: as saved, else all)."
         ),
     ] = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", help="No progress bar (there is none off a terminal).")
     ] = False,
 ) -> None:
-    """Evaluate an agent: success rate with a 95% Wilson interval, reward, turns, per task type."""
+    """Evaluate an agent: success rate with a 95% Wilson interval, reward, turns, per task type. A
+    saved agent of `turngym train` (runs/NAME/agent) plays as its run's own eval did (greedy, its
+    max_new_tokens, history window, turn limit and batch size) unless these options say otherwise."""
     try:
-        if model is not None and agent not in ("openai", "vllm"):
-            raise TurnGymError(f"--model applies to --agent openai or vllm, not {agent!r}")
+        if model is not None and agent not in ("hf", "openai", "vllm"):
+            raise TurnGymError(f"--model applies to --agent hf, openai or vllm, not {agent!r}")
         policy = turngym.agents.make_agent(agent, **({"model": model} if model is not None else {}))
+        saved = getattr(policy, "eval_settings", None) or {}
         sampling = getattr(policy, "sampling", None)
-        if sampling is not None:  # an LM agent: say how it decodes
+        if sampling is None and (temperature, max_new_tokens) != (None, None):
+            raise TurnGymError(f"--temperature and --max-new-tokens apply to LM agents, not {agent!r}")
+        if sampling is not None:  # an LM agent: decode as told, else as saved; say how
+            sampling = policy.sampling = dataclasses.replace(
+                sampling,
+                temperature=_first(temperature, saved.get("temperature"), sampling.temperature),
+                max_new_tokens=_first(max_new_tokens, saved.get("max_new_tokens"), sampling.max_new_tokens),
+            )
             stop = ", ".join(repr(s) for s in sampling.stop)
             console.print(
                 f"sampling: temperature {sampling.temperature:g}{' (greedy)' if sampling.greedy else ''}, "
                 f"top_p {sampling.top_p:g}, max_new_tokens {sampling.max_new_tokens}, stop [{stop}]",
+                highlight=False,
+            )
+        history_window = _first(history_window, saved.get("history_window"))
+        max_turns = _first(max_turns, saved.get("max_turns"))
+        batch_size = _first(batch_size, saved.get("batch_size"), 16)
+        if saved:
+            console.print(
+                f"as the run's eval: history window {history_window or 'all'}, max turns "
+                f"{max_turns or 'the env limit'}, batch size {batch_size}",
                 highlight=False,
             )
         result = turngym.evaluate(
@@ -218,6 +257,7 @@ def eval_command(
             split=split,
             seed=seed,
             max_turns=max_turns,
+            history_window=history_window,
             out=out,
             progress=not quiet and _on_terminal(),
         )
@@ -226,6 +266,11 @@ def eval_command(
     print_result(result)
     if out is not None:
         console.print(f"saved {out} and {out}.trajectories.jsonl")
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is not None (an option given, else a saved setting, else a default)."""
+    return next((v for v in values if v is not None), None)
 
 
 def _on_terminal() -> bool:
