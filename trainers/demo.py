@@ -116,8 +116,9 @@ def run_demo(
     from turngym.trainers.archer import ArcherConfig, ArcherTrainer
     from turngym.trainers.bc import BCConfig, BCTrainer
     from turngym.trainers.collect import evaluate_policy
-    from turngym.trainers.loop import default_agent, progress_enabled
+    from turngym.trainers.loop import progress_enabled
     from turngym.trainers.optim import seed_everything
+    from turngym.trainers.policy import default_agent
     from turngym.trainers.run import plot_curves
 
     setup = demo_setup(env_id)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -16,20 +16,6 @@ from turngym.trainers.optim import autocast, minibatches, resolve_device, seed_e
 from turngym.trainers.policy import build_policy, eval_settings
 from turngym.trainers.run import Run, checkpoint_state, load_checkpoint_state
 from turngym.types import Conversation
-
-if TYPE_CHECKING:
-    from turngym.agents.hf import HFAgent
-
-
-def default_agent(config: TrainConfig) -> HFAgent:
-    """A TinyAgent for `config.env_id` (vocabulary from the env's text), sized by `tiny_*` (the
-    policy when the config names no `model` or `init_from`: see `build_policy`)."""
-    from turngym.agents.tiny import TinyAgent, TinyConfig
-
-    tiny = TinyConfig(
-        n_layer=config.tiny_layers, n_embd=config.tiny_embd, n_head=config.tiny_heads, seed=config.seed
-    )
-    return TinyAgent.from_env(config.env_id, tiny, config.sampling)
 
 
 class Clock:

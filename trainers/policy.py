@@ -80,8 +80,6 @@ def build_policy(config: TrainConfig, device: str) -> HFAgent:
                 f"{str(exc).splitlines()[0]}"
             ) from None
     else:
-        from turngym.trainers.loop import default_agent
-
         agent = default_agent(config)
         if lora is not None:
             from turngym.agents.hf import add_lora
@@ -114,3 +112,14 @@ def enable_gradient_checkpointing(model: Any) -> None:
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if hasattr(model, "enable_input_require_grads"):  # frozen embeddings under a LoRA adapter
         model.enable_input_require_grads()
+
+
+def default_agent(config: TrainConfig) -> HFAgent:
+    """A TinyAgent for `config.env_id` (vocabulary from the env's text), sized by `tiny_*` (the
+    policy when the config names no `model` or `init_from`: see `build_policy`)."""
+    from turngym.agents.tiny import TinyAgent, TinyConfig
+
+    tiny = TinyConfig(
+        n_layer=config.tiny_layers, n_embd=config.tiny_embd, n_head=config.tiny_heads, seed=config.seed
+    )
+    return TinyAgent.from_env(config.env_id, tiny, config.sampling)

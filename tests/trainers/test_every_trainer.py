@@ -26,7 +26,7 @@ from conftest import BanditEnv  # noqa: E402
 
 import turngym  # noqa: E402
 from turngym.trainers import ALGORITHMS, algorithm  # noqa: E402
-from turngym.trainers.loop import default_agent  # noqa: E402
+from turngym.trainers.policy import default_agent  # noqa: E402
 from turngym.trainers.replay import transitions  # noqa: E402
 
 BANDIT, TWO_STEP = "test/Bandit-v0", "test/TwoStepBandit-v0"
