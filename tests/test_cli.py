@@ -112,3 +112,17 @@ def test_play_in_the_terminal():
     assert "Task complete!" in result.output and "success, reward 1" in result.output
     result = runner.invoke(app, ["play", "turngym/KeyDoor-v0"], input="fly\nquit\n")
     assert result.exit_code == 0 and "I don't understand 'fly'" in result.output
+
+
+def test_tables_are_not_cut_when_stdout_is_not_a_terminal(monkeypatch):
+    # Off a terminal rich laid out for 80 columns and cut cells ("episod…", "[0.0%, 49.0…") in
+    # `turngym eval ... > log`; the results console now lays out for 200 columns there.
+    from turngym import cli
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr(cli, "console", cli.stdout_console())
+    assert cli.console.width == 200
+    result = runner.invoke(app, ["eval", "turngym/KeyDoor-v0", "--agent", "random", "--episodes", "20"])
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    assert "episodes" in result.output and "mean turns" in result.output

@@ -6,6 +6,7 @@ that registers it and the id: `my_module:my/Env-v0` or `path/to/file.py:my/Env-v
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -78,7 +79,17 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+
+
+def stdout_console() -> Console:
+    """The console for results. Off a terminal (a file, a pipe, CI logs) rich lays out for 80 columns
+    and cuts table cells ("episod…", "[0.0%, 49.0…"); lay out for 200 there unless COLUMNS is set."""
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        return Console()
+    return Console(width=200)
+
+
+console = stdout_console()
 
 ENV_HELP = "Env id (turngym/KeyDoor-v0), or module:id / path/to/file.py:id to import it first."
 
