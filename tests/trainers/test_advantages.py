@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from conftest import ChainEnv  # noqa: E402
+from conftest import register_chain3  # noqa: E402
 
 import turngym  # noqa: E402
 from turngym.trainers.archer import ArcherConfig, ArcherTrainer  # noqa: E402
@@ -18,9 +18,7 @@ from turngym.trainers.grpo import group_advantages  # noqa: E402
 from turngym.trainers.ppo import gae  # noqa: E402
 from turngym.trainers.replay import transitions  # noqa: E402
 
-CHAIN = "test/Chain3-v0"
-if CHAIN not in turngym.list_envs():
-    turngym.register(CHAIN, ChainEnv, max_episode_steps=4, kwargs={"length": 3}, description="3-state chain")
+CHAIN = register_chain3()
 
 
 # GAE on a 3-step episode, rewards r = (0, 0, 1), values V = (0.5, 0.5, 0.5), gamma = 0.5.

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from conftest import ChainEnv  # noqa: E402
+from conftest import register_chain3  # noqa: E402
 
 import turngym  # noqa: E402
 from turngym.trainers.archer import ArcherConfig, ArcherTrainer  # noqa: E402
@@ -20,9 +20,7 @@ from turngym.trainers.config import config_help  # noqa: E402
 from turngym.trainers.demo import SETUPS, demo_setup  # noqa: E402
 from turngym.trainers.replay import transitions  # noqa: E402
 
-CHAIN = "test/Chain3-v0"
-if CHAIN not in turngym.list_envs():
-    turngym.register(CHAIN, ChainEnv, max_episode_steps=4, kwargs={"length": 3}, description="3-state chain")
+CHAIN = register_chain3()
 
 TINY = dict(
     env_id=CHAIN, tiny_layers=1, tiny_embd=32, tiny_heads=2, max_new_tokens=3, history_window=0,

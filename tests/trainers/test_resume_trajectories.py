@@ -10,15 +10,12 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from conftest import ChainEnv
+from conftest import register_chain3
 
-import turngym
 from turngym.trainers.ppo import PPOConfig, PPOTrainer
 from turngym.trainers.run import Run
 
-CHAIN = "test/Chain3-v0"
-if CHAIN not in turngym.list_envs():
-    turngym.register(CHAIN, ChainEnv, max_episode_steps=4, kwargs={"length": 3}, description="3-state chain")
+CHAIN = register_chain3()
 
 
 def _config(tmp_path, name: str, **overrides) -> PPOConfig:

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from conftest import ChainEnv  # noqa: E402
+from conftest import register_chain3  # noqa: E402
 
 import turngym  # noqa: E402
 from turngym.errors import ConfigError  # noqa: E402
@@ -22,9 +22,7 @@ from turngym.trainers.bc import BCConfig, BCTrainer  # noqa: E402
 from turngym.trainers.config import make_config  # noqa: E402
 from turngym.trainers.replay import transitions  # noqa: E402
 
-CHAIN = "test/Chain3-v0"
-if CHAIN not in turngym.list_envs():
-    turngym.register(CHAIN, ChainEnv, max_episode_steps=4, kwargs={"length": 3}, description="3-state chain")
+CHAIN = register_chain3()
 
 TINY = {
     "env_id": CHAIN,
