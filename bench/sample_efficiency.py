@@ -201,10 +201,8 @@ def main() -> None:
             run_start = time.perf_counter()
             history = trainer_cls(config, agent=copy.deepcopy(bc.agent)).train()
             evals = [m for m in history if "eval/success_rate" in m]
-            hit = next(
-                (m["charts/env_steps"] for m in evals if m["eval/success_rate"] >= args.threshold), None
-            )
-            if bc_success >= args.threshold:
+            hit = next((m["charts/env_steps"] for m in evals if m["eval/success_rate"] >= threshold), None)
+            if bc_success >= threshold:
                 hit = 0
             final = evals[-1]["eval/success_rate"] if evals else bc_success
             low, high = wilson(round(final * args.eval_episodes), args.eval_episodes)
