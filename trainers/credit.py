@@ -134,11 +134,13 @@ class OutcomeCredit(Credit):
 
 def group_advantages(returns: np.ndarray, group_size: int, scale_by_std: bool = True) -> np.ndarray:
     """(R - mean of its group) / (std of its group + eps); groups are consecutive blocks of `group_size`
-    (GRPO's episode advantage)."""
+    (GRPO's episode advantage). The std is the sample std (ddof 1, torch's default), as TRL's
+    GRPOTrainer (`rewards.view(-1, G).std(dim=1)`) and verl's `compute_grpo_outcome_advantage`
+    (verl/trainer/ppo/core_algos.py) compute it; a group of one is only centred."""
     grouped = returns.reshape(-1, group_size)  # (groups, G)
     centred = grouped - grouped.mean(axis=1, keepdims=True)
-    if scale_by_std:
-        centred = centred / (grouped.std(axis=1, keepdims=True) + 1e-6)
+    if scale_by_std and group_size > 1:
+        centred = centred / (grouped.std(axis=1, ddof=1, keepdims=True) + 1e-6)
     return centred.reshape(-1)
 
 
@@ -281,8 +283,8 @@ def turn_group_advantages(
         for i, r in enumerate(group):
             returns[i, : len(r)] = np.cumsum(r[::-1])[::-1]
         centred = returns - returns.mean(axis=0, keepdims=True)
-        if scale_by_std:
-            centred = centred / (returns.std(axis=0, keepdims=True) + 1e-6)
+        if scale_by_std and len(group) > 1:  # sample std, as group_advantages
+            centred = centred / (returns.std(axis=0, ddof=1, keepdims=True) + 1e-6)
         out += [centred[i, : len(r)] for i, r in enumerate(group)]
     return out
 

@@ -49,13 +49,16 @@ def test_gae_by_hand(lam, done, expected):
 
 
 def test_group_advantages_by_hand():
-    # Two groups of G = 4 (consecutive blocks). Group 1: R = (1, 0, 0, 1), mean 0.5, population std
-    # 0.5 -> centred (0.5, -0.5, -0.5, 0.5), scaled (1, -1, -1, 1). Group 2: R = (3, 1, 2, 2), mean 2,
-    # std sqrt((1 + 1 + 0 + 0) / 4) = sqrt(0.5) -> centred (1, -1, 0, 0), scaled (sqrt 2, -sqrt 2, 0, 0).
+    # Two groups of G = 4 (consecutive blocks), sample std (ddof 1) as TRL's GRPOTrainer. Group 1:
+    # R = (1, 0, 0, 1), mean 0.5, std sqrt((4 x 0.25) / 3) = sqrt(1/3) -> centred (0.5, -0.5, -0.5, 0.5),
+    # scaled 0.5 x sqrt 3 each. Group 2: R = (3, 1, 2, 2), mean 2, std sqrt((1 + 1 + 0 + 0) / 3) =
+    # sqrt(2/3) -> centred (1, -1, 0, 0), scaled (sqrt 1.5, -sqrt 1.5, 0, 0).
     returns = np.array([1.0, 0.0, 0.0, 1.0, 3.0, 1.0, 2.0, 2.0])
-    root2 = np.sqrt(2.0)
+    a, b = 0.5 * np.sqrt(3.0), np.sqrt(1.5)
     scaled = group_advantages(returns, group_size=4, scale_by_std=True)
-    assert scaled == pytest.approx([1, -1, -1, 1, root2, -root2, 0, 0], abs=1e-5)
+    assert scaled == pytest.approx([a, -a, -a, a, b, -b, 0, 0], abs=1e-5)
+    # a group of one is centred (to 0), never divided by an undefined std
+    assert group_advantages(np.array([2.0, 5.0]), group_size=1) == pytest.approx([0, 0])
     centred = group_advantages(returns, group_size=4, scale_by_std=False)
     assert centred == pytest.approx([0.5, -0.5, -0.5, 0.5, 1, -1, 0, 0])
     # a group whose returns are all equal teaches nothing: zero advantages, not a division by zero

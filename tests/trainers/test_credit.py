@@ -77,21 +77,22 @@ def test_gigpo_equals_grpo_when_no_state_repeats():
 def test_gigpo_groups_turns_taken_in_the_same_state_by_hand():
     # G = 2. Episode A: states (s0, X), rewards (0, 1); episode B: (s0, X), rewards (0, 0).
     # gamma = 0.5: returns A (0.5, 1), B (0, 0). Totals 1, 0: episode advantages (scale_by_std, mean
-    # 0.5, std 0.5) = (+1, -1) (x 1/(1 + 2e-6)). Step groups: s0 = {A0: 0.5, B0: 0} -> mean 0.25 ->
-    # (+0.25, -0.25); X = {A1: 1, B1: 0} -> (+0.5, -0.5). omega = 1 (mean_norm):
-    # A = (1 + .25, 1 + .5), B = (-1 - .25, -1 - .5).
+    # 0.5, sample std sqrt(0.5)) = (+e, -e), e = 0.5 / sqrt(0.5) = 0.7071. Step groups:
+    # s0 = {A0: 0.5, B0: 0} -> mean 0.25 -> (+0.25, -0.25); X = {A1: 1, B1: 0} -> (+0.5, -0.5).
+    # omega = 1 (mean_norm): A = (e + .25, e + .5), B = (-e - .25, -e - .5).
     config = GRPOConfig(group_size=2, rollout_episodes=2, gigpo_gamma=0.5)
     a = episode([0, 1], keys=["X", "end-A"])
     b = episode([0, 0], keys=["X", "end-B"])
     out = GiGPOCredit(config).assign([a, b])
-    assert out[0] == pytest.approx([1.25, 1.5], abs=1e-4)
-    assert out[1] == pytest.approx([-1.25, -1.5], abs=1e-4)
+    e = 0.5 / np.sqrt(0.5)
+    assert out[0] == pytest.approx([e + 0.25, e + 0.5], abs=1e-4)
+    assert out[1] == pytest.approx([-e - 0.25, -e - 0.5], abs=1e-4)
     # mean_std_norm divides each step group by its unbiased std: s0 std = 0.3536, X std = 0.7071
     std = GiGPOCredit(
         GRPOConfig(group_size=2, rollout_episodes=2, gigpo_gamma=0.5, gigpo_mode="mean_std_norm")
     )
     out = std.assign([a, b])
-    assert out[0] == pytest.approx([1 + 0.25 / np.sqrt(0.125), 1 + 0.5 / np.sqrt(0.5)], abs=1e-4)
+    assert out[0] == pytest.approx([e + 0.25 / np.sqrt(0.125), e + 0.5 / np.sqrt(0.5)], abs=1e-4)
 
 
 def test_gigpo_without_state_key_falls_back_to_grpo_with_one_warning():
