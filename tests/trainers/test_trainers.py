@@ -46,6 +46,8 @@ ALGO_OVERRIDES = {
 
 def _config(algo: str, tmp_path, **overrides):
     config_cls, _ = algorithm(algo)
+    if algo == "bc" and "iterations" in overrides:  # BC's iterations are epochs (`iterations` is deprecated)
+        overrides["epochs"] = overrides.pop("iterations")
     return config_cls(**{**TINY, **ALGO_OVERRIDES[algo], "runs_dir": str(tmp_path), **overrides})
 
 
@@ -192,7 +194,7 @@ def test_positive_advantages_only_leaves_worse_actions_alone(tmp_path):
 
 def test_bc_reaches_high_success_on_a_trivial_env(tmp_path):
     config = _config(
-        "bc", tmp_path, expert_episodes=8, iterations=30, lr=3e-3, eval_every=30, eval_episodes=20
+        "bc", tmp_path, expert_episodes=8, epochs=30, lr=3e-3, eval_every=30, eval_episodes=20
     )
     history = BCTrainer(config).train()
     assert history[-1]["eval/success_rate"] >= 0.9
