@@ -376,7 +376,10 @@ def check(
 
 @app.command()
 def train(
-    algo: Annotated[str, typer.Argument(help="Algorithm: archer, bc, ppo, grpo, agent_q (MCTS + DPO), alol or dpo (offline).")],
+    algo: Annotated[
+        str,
+        typer.Argument(help="Algorithm: archer, bc, ppo, grpo, agent_q (MCTS + DPO), alol or dpo (offline)."),
+    ],
     env_id: Annotated[str, typer.Argument(help=ENV_HELP)],
     config: Annotated[Path | None, typer.Option(help="YAML file of config keys.")] = None,
     set_: Annotated[
