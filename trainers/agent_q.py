@@ -50,9 +50,10 @@ def search_pairs(
     sink: Callable[[Trajectory], None] | None = None,
 ) -> SearchResult:
     """Play one episode per seed with `MCTSAgent(policy, search)` and turn every searched tree into
-    DPO pairs (best vs worst visited child, `preference_pairs`). An LM policy proposes its K
-    candidates by sampling: give it a temperature > 0 (`sampling_as`)."""
-    search = replace(search or MCTSConfig(), keep_trees=True)
+    DPO pairs (best vs worst visited child, `preference_pairs`). The policy's prompts, in the search
+    and in the pairs, keep `history_window` turns. An LM policy proposes its K candidates by
+    sampling: give it a temperature > 0 (`sampling_as`)."""
+    search = replace(search or MCTSConfig(), keep_trees=True, history_window=history_window)
     pairs: list[Pair] = []
     trajectories: list[Trajectory] = []
     env_steps = 0
