@@ -136,6 +136,10 @@ class DPOConfig(TrainConfig):
     label_smoothing: float = 0.0
     """eps: the assumed probability that a pair's preference is flipped (conservative DPO, TRL's
     `label_smoothing` of the sigmoid loss); 0 is plain DPO."""
+    sft_weight: float = 0.0
+    """Weight of an NLL term on the chosen actions' tokens added to the loss (TRL's `loss_type=
+    ["sigmoid", "sft"]` with `loss_weights=[1, w]`; RPO's alpha): keeps the chosen action's own
+    likelihood up, which plain DPO may lower (docs/trainer-dpo.md#measured); 0 is plain DPO."""
 
     algo = "dpo"
     loop_unit = "epochs"
@@ -147,6 +151,8 @@ class DPOConfig(TrainConfig):
             raise ConfigError(f"beta must be > 0, got {self.beta}")
         if not 0 <= self.label_smoothing < 0.5:
             raise ConfigError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if self.sft_weight < 0:
+            raise ConfigError(f"sft_weight must be >= 0, got {self.sft_weight}")
 
 
 class DPOTrainer(Trainer):
@@ -178,9 +184,10 @@ class DPOTrainer(Trainer):
 
     # ---- the loss ------------------------------------------------------------------------------
 
-    def completion_logps(self, pairs: Sequence[Pair]) -> tuple[torch.Tensor, torch.Tensor]:
+    def completion_logps(self, pairs: Sequence[Pair]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Summed log-probs of the chosen and the rejected actions (+ EOS) given their prompts,
-        under the policy (with gradients) and under the reference: ((2B,), (2B,)), chosen first."""
+        under the policy (with gradients) and under the reference, and each action's token count:
+        three (2B,) tensors, chosen first."""
         prompts = [p[0] for p in pairs] * 2
         actions = [p[1] for p in pairs] + [p[2] for p in pairs]  # batch is [chosen, rejected], as TRL's
         tokens = self.agent.token_batch(prompts, actions)
@@ -188,11 +195,12 @@ class DPOTrainer(Trainer):
             logps = token_logprobs(self.agent.model, tokens).float().sum(-1)  # (2B,)
             with torch.no_grad():
                 ref_logps = token_logprobs(self.reference, tokens).float().sum(-1)  # (2B,)
-        return logps, ref_logps
+        return logps, ref_logps, tokens.action_mask[:, 1:].sum(-1)
 
     def loss(self, pairs: Sequence[Pair]) -> tuple[torch.Tensor, dict[str, float]]:
-        """The DPO loss of a minibatch of pairs and TRL's logged metrics (`rewards/*`, `logps/*`)."""
-        logps, ref_logps = self.completion_logps(pairs)
+        """The DPO loss of a minibatch of pairs (plus `sft_weight` x the chosen actions' NLL) and TRL's
+        logged metrics (`rewards/*`, `logps/*`)."""
+        logps, ref_logps, lengths = self.completion_logps(pairs)
         chosen_logps, rejected_logps = logps.chunk(2)
         ref_chosen_logps, ref_rejected_logps = ref_logps.chunk(2)
         config = self.config
@@ -204,8 +212,12 @@ class DPOTrainer(Trainer):
             config.beta,
             config.label_smoothing,
         )
-        return loss, {
-            "losses/dpo": loss.item(),
+        metrics = {"losses/dpo": loss.item()}
+        if config.sft_weight > 0:  # TRL's "sft" loss: the mean NLL over all chosen tokens of the batch
+            sft = -chosen_logps.sum() / lengths.chunk(2)[0].sum()
+            loss = loss + config.sft_weight * sft
+            metrics["losses/sft"] = sft.item()
+        return loss, metrics | {
             "rewards/chosen": chosen_rewards.mean().item(),
             "rewards/rejected": rejected_rewards.mean().item(),
             "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),

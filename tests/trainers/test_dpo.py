@@ -77,7 +77,7 @@ def sokoban_pairs():
 def _margin(trainer, pairs) -> float:
     """Mean over pairs of (log pi(chosen) - log pi(rejected)) - (the same under the reference)."""
     with torch.no_grad():
-        logps, ref_logps = trainer.completion_logps(pairs)
+        logps, ref_logps, _ = trainer.completion_logps(pairs)
     chosen, rejected = logps.chunk(2)
     ref_chosen, ref_rejected = ref_logps.chunk(2)
     return ((chosen - rejected) - (ref_chosen - ref_rejected)).mean().item()
@@ -108,6 +108,24 @@ def test_dpo_loss_falls_and_the_chosen_margin_rises_on_fixed_pairs(sokoban_pairs
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.agent.model.parameters()))
     # the reference stays the starting policy
     assert all(not p.requires_grad for p in trainer.reference.parameters())
+
+
+def test_sft_weight_adds_the_mean_nll_of_the_chosen_tokens(sokoban_pairs, tmp_path):
+    # TRL's loss_type=["sigmoid", "sft"], loss_weights=[1, w]: the sft term is the mean NLL over the
+    # batch's chosen tokens
+    config = DPOConfig(
+        env_id=SOKOBAN, runs_dir=str(tmp_path), tiny_layers=1, tiny_embd=32, sft_weight=0.5, tensorboard=False
+    )
+    trainer = DPOTrainer(config, pairs=sokoban_pairs)
+    loss, metrics = trainer.loss(sokoban_pairs)
+    with torch.no_grad():
+        logps, _, lengths = trainer.completion_logps(sokoban_pairs)
+    nll = -(logps.chunk(2)[0].sum() / lengths.chunk(2)[0].sum()).item()
+    assert lengths.min().item() >= 2  # an action's tokens and EOS
+    assert metrics["losses/sft"] == pytest.approx(nll, rel=1e-5)
+    assert loss.item() == pytest.approx(math.log(2) + 0.5 * nll, rel=1e-5)
+    with pytest.raises(ConfigError, match="sft_weight must be >= 0"):
+        DPOConfig(sft_weight=-1.0)
 
 
 def test_dpo_trains_a_lora_adapter_only(sokoban_pairs, tmp_path):
