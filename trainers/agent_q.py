@@ -105,6 +105,8 @@ class AgentQConfig(DPOConfig):
             raise ConfigError(
                 f"agent_q samples the K candidates of each node: temperature must be > 0, got {self.temperature}"
             )
+        if self.async_collect:
+            raise ConfigError("agent_q searches its episodes in this process: async_collect does not apply")
         if self.min_margin < 0:
             raise ConfigError(f"min_margin must be >= 0, got {self.min_margin}")
         self.search_config()  # MCTSConfig checks budget, num_candidates and exploration

@@ -195,6 +195,8 @@ def test_bad_pairs_and_configs_are_one_line_errors(tmp_path):
         AgentQConfig(budget=0)
     with pytest.raises(ConfigError, match="temperature must be > 0"):
         AgentQConfig(temperature=0.0)
+    with pytest.raises(ConfigError, match="async_collect does not apply"):
+        AgentQConfig(async_collect=True)
 
 
 TINY = ["tiny_layers=1", "tiny_embd=32", "max_new_tokens=6", "tensorboard=false", "eval_episodes=2"]
