@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from turngym.trainers.agent_q import AgentQConfig
 from turngym.trainers.archer import ArcherConfig
 from turngym.trainers.bc import BCConfig
 from turngym.trainers.config import TrainConfig, config_help
+from turngym.trainers.dpo import DPOConfig
 from turngym.trainers.grpo import GRPOConfig
 from turngym.trainers.ppo import PPOConfig
 from turngym.trainers.search import MCTSConfig
@@ -24,21 +26,25 @@ from turngym.trainers.search import MCTSConfig
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 README_MAX_LINES = 250
-# page -> the config whose own fields its table lists (the shared TrainConfig's are on training.md)
-CONFIG_PAGES = {
+# page -> the config(s) whose own fields its tables list (the shared TrainConfig's are on training.md)
+CONFIG_PAGES: dict[str, type | tuple[type, ...]] = {
     "training.md": TrainConfig,
     "trainer-archer.md": ArcherConfig,
     "trainer-bc.md": BCConfig,
     "trainer-ppo.md": PPOConfig,
     "trainer-grpo.md": GRPOConfig,
     "search.md": MCTSConfig,
+    "trainer-dpo.md": (DPOConfig, AgentQConfig),
 }
+# a config extending another trainer's: its table lists only the fields it adds to that one
+TABLE_BASE: dict[type, type] = {AgentQConfig: DPOConfig}
 
 
 def config_table(cls: type) -> str:
     """The Markdown table of `cls`'s fields (type, default, the docstring under each field); a
-    subclass of TrainConfig lists only the fields it adds."""
-    shared = config_help(TrainConfig) if cls is not TrainConfig else {}
+    subclass of TrainConfig lists only the fields it adds (to its `TABLE_BASE` where it has one)."""
+    base = TABLE_BASE.get(cls, TrainConfig)
+    shared = config_help(base) if cls is not TrainConfig else {}
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for name, (type_name, default, doc) in config_help(cls).items():
         if name not in shared:
@@ -97,8 +103,10 @@ def test_readme_stays_short():
 
 @pytest.mark.parametrize("page", sorted(CONFIG_PAGES))
 def test_config_table_matches_the_dataclass(page):
-    expected = config_table(CONFIG_PAGES[page])
-    assert expected in (DOCS / page).read_text(), (
-        f"docs/{page}: the config table differs from {CONFIG_PAGES[page].__name__}'s fields; "
-        f"paste this table:\n\n{expected}\n"
-    )
+    classes = CONFIG_PAGES[page] if isinstance(CONFIG_PAGES[page], tuple) else (CONFIG_PAGES[page],)
+    for cls in classes:
+        expected = config_table(cls)
+        assert expected in (DOCS / page).read_text(), (
+            f"docs/{page}: the config table differs from {cls.__name__}'s fields; "
+            f"paste this table:\n\n{expected}\n"
+        )

@@ -1,5 +1,5 @@
-"""Trainers (`turngym.trainers`): one file per algorithm (archer, bc, ppo, grpo, alol), each with one config
-dataclass, on shared modules named for what they hold: config (TrainConfig, YAML and --set), loop (the
+"""Trainers (`turngym.trainers`): one file per algorithm (archer, bc, ppo, grpo, alol, dpo, agent_q), each
+with one config dataclass, on shared modules named for what they hold: config (TrainConfig, YAML and --set), loop (the
 Trainer base and the training loop), run (the run folder), collect (rollouts, eval), replay (turns,
 ReplayBuffer), optim (AdamW, steps, minibatches), critic (value networks) and credit (per-turn credit assignment:
 credit.py with GiGPO and the method table, credit_spa, credit_info_gain, credit_judge)."""
@@ -18,6 +18,8 @@ ALGORITHMS = {
     "ppo": ("turngym.trainers.ppo", "PPOConfig", "PPOTrainer"),
     "grpo": ("turngym.trainers.grpo", "GRPOConfig", "GRPOTrainer"),
     "alol": ("turngym.trainers.alol", "AlolConfig", "AlolTrainer"),
+    "dpo": ("turngym.trainers.dpo", "DPOConfig", "DPOTrainer"),
+    "agent_q": ("turngym.trainers.agent_q", "AgentQConfig", "AgentQTrainer"),
 }
 
 

@@ -49,6 +49,9 @@ class MCTSConfig:
     """Per-turn discount of the backed-up return."""
     keep_trees: bool = False
     """Keep every searched root (for `preference_pairs`); off by default to free memory."""
+    history_window: int | None = None
+    """The policy's prompts in the search keep the first turn and the last K turns, as the rollout's
+    `history_window` (None: the whole episode); set it to the window the policy was trained with."""
     seed: int = 0
     """Seeds the candidate sampling and the rollouts' episode seeds: same seed, same search."""
 
@@ -60,6 +63,8 @@ class MCTSConfig:
             raise ConfigError(f"exploration must be >= 0, got {self.exploration}")
         if not 0 < self.discount <= 1:
             raise ConfigError(f"discount must be in (0, 1], got {self.discount}")
+        if self.history_window is not None and self.history_window < 0:
+            raise ConfigError(f"history_window must be >= 0 or None, got {self.history_window}")
 
 
 @dataclass
@@ -94,6 +99,7 @@ class MCTSAgent:
         self.config = config or MCTSConfig()
         self.name = f"mcts({getattr(policy, 'name', type(policy).__name__)}, budget={self.config.budget})"
         self.trees: list[Node] = []
+        self.env_steps = 0  # env.step calls of the searches (expansions and rollouts), for sample counts
 
     def act(
         self, conversations: Sequence[Conversation], episodes: Sequence[LiveEpisode] | None = None
@@ -123,7 +129,7 @@ class MCTSAgent:
         finally:
             env.set_state(snapshot)
         if not root.children:  # nothing proposed: let the policy answer as it would alone
-            return self.policy.act([episode.conversation()], [episode])[0]
+            return self.policy.act([episode.conversation(self.config.history_window)], [episode])[0]
         if self.config.keep_trees:
             self.trees.append(root)
         # the robust child (most visited), ties by mean return, then by proposal order
@@ -143,6 +149,7 @@ class MCTSAgent:
                 action = node.untried.pop(0)
                 env.set_state(node.state)
                 observation, reward, terminated, truncated, info = env.step(action)
+                self.env_steps += 1
                 child = Node(
                     env.get_state(),
                     [*node.observations, observation],
@@ -174,8 +181,9 @@ class MCTSAgent:
         probe = self._probe(node, episode, seed_offset=1 + sim)
         total, scale = 0.0, 1.0
         while probe.turn < limit:
-            action = self.policy.act([probe.conversation()], [probe])[0]
+            action = self.policy.act([probe.conversation(self.config.history_window)], [probe])[0]
             observation, reward, terminated, truncated, info = env.step(action)
+            self.env_steps += 1
             probe.actions.append(action)
             probe.observations.append(observation)
             probe.infos.append(info)
@@ -192,7 +200,9 @@ class MCTSAgent:
         env.set_state(node.state)
         probe = self._probe(node, episode, seed_offset=0)
         if hasattr(self.policy, "generate"):  # LM agents: K samples of one prompt, in one batch
-            texts = [g.text for g in self.policy.generate([probe.conversation()] * k)]
+            texts = [
+                g.text for g in self.policy.generate([probe.conversation(self.config.history_window)] * k)
+            ]
         else:
             listed = node.info.get("admissible_actions") or env.admissible_actions() or []
             if listed:  # scripted agents sample one action per state: branch on the env's list
@@ -202,7 +212,7 @@ class MCTSAgent:
                 texts = []
                 for i in range(k):
                     probe.seed = int(rng.integers(2**31)) + i
-                    texts.extend(self.policy.act([probe.conversation()], [probe]))
+                    texts.extend(self.policy.act([probe.conversation(self.config.history_window)], [probe]))
         return list(dict.fromkeys(texts))
 
     def _probe(self, node: Node, episode: LiveEpisode, seed_offset: int) -> LiveEpisode:
@@ -266,9 +276,18 @@ def preference_pairs(
 
 
 def make_search_agent(
-    policy: Agent, search: str, budget: int, num_candidates: int = 4, seed: int = 0
+    policy: Agent,
+    search: str,
+    budget: int,
+    num_candidates: int = 4,
+    seed: int = 0,
+    history_window: int | None = None,
 ) -> MCTSAgent:
-    """The `--search NAME --budget N` of `turngym eval`; a one-line error for unknown names."""
+    """The `--search NAME --budget N` of `turngym eval` (the policy's prompts in the search keep the
+    eval's `history_window`); a one-line error for unknown names."""
     if search not in SEARCHES:
         raise ConfigError(f"unknown search {search!r}; valid: {', '.join(SEARCHES)}")
-    return MCTSAgent(policy, MCTSConfig(budget=budget, num_candidates=num_candidates, seed=seed))
+    config = MCTSConfig(
+        budget=budget, num_candidates=num_candidates, seed=seed, history_window=history_window
+    )
+    return MCTSAgent(policy, config)

@@ -296,7 +296,9 @@ def eval_command(
         if search is not None:
             from turngym.trainers.search import make_search_agent
 
-            policy = make_search_agent(policy, search, _first(budget, 32), _first(candidates, 4), seed)
+            policy = make_search_agent(
+                policy, search, _first(budget, 32), _first(candidates, 4), seed, history_window
+            )
         result = turngym.evaluate(
             env_id,
             policy,
@@ -376,7 +378,10 @@ def check(
 
 @app.command()
 def train(
-    algo: Annotated[str, typer.Argument(help="Algorithm: archer, bc, ppo, grpo or alol (offline).")],
+    algo: Annotated[
+        str,
+        typer.Argument(help="Algorithm: archer, bc, ppo, grpo, agent_q (MCTS + DPO), alol or dpo (offline)."),
+    ],
     env_id: Annotated[str, typer.Argument(help=ENV_HELP)],
     config: Annotated[Path | None, typer.Option(help="YAML file of config keys.")] = None,
     set_: Annotated[

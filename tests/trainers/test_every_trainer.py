@@ -16,6 +16,7 @@ fails until it does)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -102,6 +103,29 @@ DIRECTION = {
         "critic_width": 32,
         "critic_lr": 3e-3,
         "clip": 0.9,
+    },
+    # offline: one pair, `right` chosen over `left` at the first state (both bandits share it)
+    "dpo": {
+        "epochs": 5,
+        "lr": 3e-3,
+        "pairs": str(Path(__file__).parent / "data" / "bandit_pairs.jsonl"),
+        "beta": 0.1,
+        "label_smoothing": 0.0,
+        "batch_size": 4,
+    },
+    # MCTS from the uniform start: the root's `right` child backs up 1, `left` 0, so each searched
+    # episode gives the pair (right, left) at the first state
+    "agent_q": {
+        "iterations": 4,
+        "lr": 3e-3,
+        "rollout_episodes": 4,
+        "budget": 4,
+        "num_candidates": 4,
+        "exploration": 1.0,
+        "min_margin": 0.0,
+        "epochs": 2,
+        "beta": 0.1,
+        "label_smoothing": 0.0,
     },
 }
 # Two turns: the reward reaches ArCHer's Q at the first turn only through V of the second state, two

@@ -99,3 +99,28 @@ def test_an_lm_policy_proposes_k_sampled_actions():
     # each root asked for K samples in one batch (the rollouts' own calls are batches of 1)
     assert agent.trees and calls.count(3) >= len(agent.trees) and set(calls) <= {1, 3}
     assert all(1 <= len(root.children) <= 3 for root in agent.trees)
+
+
+class RecordsPrompts(RandomAgent):
+    """RandomAgent that records the length of every prompt it is asked to act on."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.lengths: list[int] = []
+
+    def act(self, conversations, episodes=None):
+        self.lengths.extend(len(c) for c in conversations)
+        return super().act(conversations, episodes)
+
+
+def test_the_search_prompts_keep_the_history_window():
+    # the policy is asked in its rollouts with prompts cut as the rollout's own (first turn + last K)
+    lengths = {}
+    for window in (None, 1):
+        policy = RecordsPrompts()
+        agent = MCTSAgent(policy, MCTSConfig(budget=4, history_window=window))
+        turngym.rollout("turngym/Sokoban-v0", agent, seeds=[1], split="test", history_window=window)
+        lengths[window] = max(policy.lengths)
+    assert lengths[1] <= 6 < lengths[None]  # system, first observation, note, last action, observation
+    with pytest.raises(ConfigError, match="history_window must be >= 0"):
+        MCTSConfig(history_window=-1)
