@@ -94,6 +94,7 @@ class MCTSAgent:
         self.config = config or MCTSConfig()
         self.name = f"mcts({getattr(policy, 'name', type(policy).__name__)}, budget={self.config.budget})"
         self.trees: list[Node] = []
+        self.env_steps = 0  # env steps the searches took (expansions and rollouts), for cost accounting
 
     def act(
         self, conversations: Sequence[Conversation], episodes: Sequence[LiveEpisode] | None = None
@@ -143,6 +144,7 @@ class MCTSAgent:
                 action = node.untried.pop(0)
                 env.set_state(node.state)
                 observation, reward, terminated, truncated, info = env.step(action)
+                self.env_steps += 1
                 child = Node(
                     env.get_state(),
                     [*node.observations, observation],
@@ -176,6 +178,7 @@ class MCTSAgent:
         while probe.turn < limit:
             action = self.policy.act([probe.conversation()], [probe])[0]
             observation, reward, terminated, truncated, info = env.step(action)
+            self.env_steps += 1
             probe.actions.append(action)
             probe.observations.append(observation)
             probe.infos.append(info)
