@@ -1,5 +1,5 @@
-"""Trainers (`turngym.trainers`): one file per algorithm (archer, bc, ppo, grpo, alol), each with one config
-dataclass, on shared modules named for what they hold: config (TrainConfig, YAML and --set), loop (the
+"""Trainers (`turngym.trainers`): one file per algorithm (archer, bc, ppo, grpo, alol; agent_r, step and
+rise share self_train), each with one config dataclass, on shared modules named for what they hold: config (TrainConfig, YAML and --set), loop (the
 Trainer base and the training loop), run (the run folder), collect (rollouts, eval), replay (turns,
 ReplayBuffer), optim (AdamW, steps, minibatches), critic (value networks) and credit (per-turn credit assignment:
 credit.py with GiGPO and the method table, credit_spa, credit_info_gain, credit_judge)."""
@@ -18,6 +18,9 @@ ALGORITHMS = {
     "ppo": ("turngym.trainers.ppo", "PPOConfig", "PPOTrainer"),
     "grpo": ("turngym.trainers.grpo", "GRPOConfig", "GRPOTrainer"),
     "alol": ("turngym.trainers.alol", "AlolConfig", "AlolTrainer"),
+    "agent_r": ("turngym.trainers.self_train", "AgentRConfig", "AgentRTrainer"),
+    "step": ("turngym.trainers.self_train", "StepConfig", "StepTrainer"),
+    "rise": ("turngym.trainers.self_train", "RiseConfig", "RiseTrainer"),
 }
 
 

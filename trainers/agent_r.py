@@ -68,8 +68,8 @@ class RevisionConfig:
     )
     """With reflection_source=model: the user message after the error that asks the policy for its reflection."""
     judge_prompt: str = (
-        'Was your last action "{action}" good, bad or uncertain for the task? It led to: {observation}\n'
-        "Answer with a reason, then the line Judgement: Good, Bad or Uncertain."
+        'Was your last action "{action}" good, bad or uncertain for the task? It led to: {observation} '
+        "Give a reason, then end with Judgement: Good, Bad or Uncertain."
     )
     """With error=model: the user message after each turn of the failing path; a reply whose text after
     `Judgement:` says neither good nor uncertain marks the error (Agent-R's verifier rule)."""

@@ -376,7 +376,12 @@ def check(
 
 @app.command()
 def train(
-    algo: Annotated[str, typer.Argument(help="Algorithm: archer, bc, ppo, grpo or alol (offline).")],
+    algo: Annotated[
+        str,
+        typer.Argument(
+            help="Algorithm: archer, bc, ppo, grpo, alol (offline), or agent_r, step, rise (reflection data + BC)."
+        ),
+    ],
     env_id: Annotated[str, typer.Argument(help=ENV_HELP)],
     config: Annotated[Path | None, typer.Option(help="YAML file of config keys.")] = None,
     set_: Annotated[
