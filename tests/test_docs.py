@@ -20,18 +20,20 @@ from turngym.trainers.config import TrainConfig, config_help
 from turngym.trainers.grpo import GRPOConfig
 from turngym.trainers.ppo import PPOConfig
 from turngym.trainers.search import MCTSConfig
+from turngym.trainers.self_train import AgentRConfig, RiseConfig, StepConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 README_MAX_LINES = 250
-# page -> the config whose own fields its table lists (the shared TrainConfig's are on training.md)
-CONFIG_PAGES = {
+# page -> the config(s) whose own fields its tables list (the shared TrainConfig's are on training.md)
+CONFIG_PAGES: dict[str, type | tuple[type, ...]] = {
     "training.md": TrainConfig,
     "trainer-archer.md": ArcherConfig,
     "trainer-bc.md": BCConfig,
     "trainer-ppo.md": PPOConfig,
     "trainer-grpo.md": GRPOConfig,
     "search.md": MCTSConfig,
+    "reflection.md": (AgentRConfig, StepConfig, RiseConfig),
 }
 
 
@@ -97,8 +99,10 @@ def test_readme_stays_short():
 
 @pytest.mark.parametrize("page", sorted(CONFIG_PAGES))
 def test_config_table_matches_the_dataclass(page):
-    expected = config_table(CONFIG_PAGES[page])
-    assert expected in (DOCS / page).read_text(), (
-        f"docs/{page}: the config table differs from {CONFIG_PAGES[page].__name__}'s fields; "
-        f"paste this table:\n\n{expected}\n"
-    )
+    classes = CONFIG_PAGES[page] if isinstance(CONFIG_PAGES[page], tuple) else (CONFIG_PAGES[page],)
+    for cls in classes:
+        expected = config_table(cls)
+        assert expected in (DOCS / page).read_text(), (
+            f"docs/{page}: the config table differs from {cls.__name__}'s fields; "
+            f"paste this table:\n\n{expected}\n"
+        )

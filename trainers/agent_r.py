@@ -13,16 +13,14 @@ Self-Training", seeds 001; code github.com/bytedance/Agent-R, read in its fork z
   uncertain and the path is cut after the first step it calls bad (`error="model"` here), or, with
   `error="value"`, after the first step whose value Q(h, a) falls below the good path's at the turn
   where the two paths part (the search's own judgement);
-- the revision trajectory (`conversation_generation`): the failing path to its first error with its
-  loss masked (`"loss": False`), a revision thought in the agent's voice (one of 20 fixed sentences
-  there; `reflection` here, or written by the policy), then the good path's turns after the shared
-  prefix, trained on. Agent-R's revision thought is followed by `Action: wait` and the good path's
-  observations are those of the other branch; here every turn is played in the env from the task's
-  reset, so the trajectory is one the env really produces: the reflection is sent as the agent's
-  reply (an invalid action: the env's feedback, the state unchanged), the good path's remaining actions
-  are replayed from the state after the error, and where they do not finish the task (the error moved
-  the agent), `MCTSAgent` searches on from that state (`continuation_budget`). Pairs that still do not
-  end in success are dropped.
+- the revision trajectory (`conversation_generation`): the failing path to its first error, its loss
+  masked (`"loss": False`), a revision thought in the agent's voice (one of 20 fixed sentences there;
+  `reflection` here, or written by the policy), then the good path's turns after the shared prefix.
+  There the thought is followed by `Action: wait` and the good path's observations come from the
+  other branch; here every turn is played in the env from the task's reset: the reflection is sent
+  as the agent's reply (the env answers it as an invalid action), the good path's remaining actions
+  are replayed from the state after the error and, where they do not finish the task, `MCTSAgent`
+  searches on from that state (`continuation_budget`). Pairs that still fail are dropped.
 - the successful paths themselves are training data too (`path_collection.py`'s `good` data type):
   `good_paths_per_task`.
 """
@@ -275,6 +273,9 @@ def agent_r_trajectories(
             ),
         )
         search.act([episode.conversation()], [episode])
+        if not search.trees:  # the policy proposed nothing to search
+            env.close()
+            continue
         paths, steps = leaf_paths(search.trees[-1], episode, agent, limit)
         task = Task(env_id, seed, split, index, episode.instructions, episode)
         env.close()
