@@ -120,3 +120,31 @@ def test_config_errors_name_the_valid_values():
         RevisionConfig(reflection_source="teacher")
     with pytest.raises(ConfigError, match="budget must be >= 1"):
         RevisionConfig(budget=0)
+
+
+class WritesItsOwnReflection(NoisyExpert):
+    """A noisy expert that, asked for a reflection, answers in its own words."""
+
+    def act(self, conversations, episodes=None):
+        if conversations[0][-1]["content"].startswith("Your action"):
+            return ["Wrong key, I will drop it."]
+        return super().act(conversations, episodes)
+
+
+def test_model_written_reflection_and_model_judged_error():
+    config = RevisionConfig(budget=16, error="model", reflection_source="model", good_paths_per_task=0)
+    # the judge calls every picked-up key bad: the error is the first pick-up after the paths part
+    trajectories, _ = agent_r_trajectories(
+        KEYDOOR, WritesItsOwnReflection(0.5), range(6), config, judge=JudgesBad("pick up the yellow key")
+    )
+    assert trajectories
+    for t in trajectories:
+        m = t.metadata
+        assert t.actions[m["reflection_turn"]] == "Wrong key, I will drop it." and m["error_by"] == "model"
+        said_bad = [
+            i
+            for i in range(m["branch_turn"], len(m["failing_actions"]))
+            if m["failing_actions"][i] == "pick up the yellow key"
+        ]
+        assert m["error_turn"] == (said_bad[0] if said_bad else len(m["failing_actions"]) - 1)
+        assert t.success
