@@ -1,35 +1,31 @@
-"""Agent-R revision trajectories: Monte Carlo tree search finds a failing and a successful path of a
-task, and the failing path, cut at its first error, is spliced to a reflection and a good path.
+"""Agent-R revision trajectories: tree search finds a failing and a successful path of a task; the
+failing path, cut at its first error, is spliced to a reflection and the good path.
 
-Agent-R (Yuan et al. 2025, "Agent-R: Training Language Model Agents to Reflect via Iterative
-Self-Training", seeds 001; code github.com/bytedance/Agent-R, read in its fork zerosurplus/Agent-R):
-
-- one search tree per task from its start, the policy proposing the actions (`mcts_collection.py`):
-  here `trainers/search.py`'s `MCTSAgent` with `keep_trees`, asked for one move from the reset state;
-- the tree's leaf paths, paired best vs worse by value (`path_collection.py`, `find_leaf_paths`,
-  `pair_leaf_paths`: a pair needs a value gap above BETA, `beta` here). A leaf the search left
-  unfinished is finished by the policy, so every path ends where the episode does;
-- the first error of the failing path (`revise_worst_path`): the actor judges each step good, bad or
-  uncertain and the path is cut after the first step it calls bad (`error="model"` here), or, with
-  `error="value"`, after the first step whose value Q(h, a) falls below the good path's at the turn
-  where the two paths part (the search's own judgement);
+Agent-R (Yuan et al. 2025, seeds 001; code github.com/bytedance/Agent-R, read in its fork
+zerosurplus/Agent-R), term by term:
+- one MCTS tree per task from its start, the policy proposing (`mcts_collection.py`): `MCTSAgent`
+  (`trainers/search.py`) with `keep_trees`, asked for one move from the reset state;
+- leaf paths, paired best vs worse by value (`path_collection.py`: `find_leaf_paths`,
+  `pair_leaf_paths`, gap above BETA = `beta`); a leaf the search left unfinished is played to the
+  end by the policy;
+- the first error (`revise_worst_path`): the actor judges each step good, bad or uncertain and the
+  path is cut after the first bad one (`error="model"`), or (`error="value"`) after the first step
+  whose value Q(h, a) falls below the good path's Q where the two paths part;
 - the revision trajectory (`conversation_generation`): the failing path to its first error, its loss
-  masked (`"loss": False`), a revision thought in the agent's voice (one of 20 fixed sentences there;
-  `reflection` here, or written by the policy), then the good path's turns after the shared prefix.
-  There the thought is followed by `Action: wait` and the good path's observations come from the
-  other branch; here every turn is played in the env from the task's reset: the reflection is sent
-  as the agent's reply (the env answers it as an invalid action), the good path's remaining actions
-  are replayed from the state after the error and, where they do not finish the task, `MCTSAgent`
-  searches on from that state (`continuation_budget`). Pairs that still fail are dropped.
-- the successful paths themselves are training data too (`path_collection.py`'s `good` data type):
-  `good_paths_per_task`.
+  masked (`"loss": False`), a revision thought (one of 20 fixed sentences there; `reflection` here,
+  or the policy's words), then the good path after the shared prefix. There the thought is followed
+  by `Action: wait` and the good path's observations come from the other branch; here every turn is
+  played in the env from the task's reset (the env answers the reflection as an invalid action),
+  the good path's remaining actions are replayed from the state after the error and, where they do
+  not finish the task, `MCTSAgent` searches on from there (`continuation_budget`); pairs that still
+  fail are dropped;
+- the successful paths are data too (`path_collection.py`'s `good` data): `good_paths_per_task`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from turngym.errors import ConfigError
 from turngym.rollout import Agent, LiveEpisode
@@ -102,7 +98,7 @@ class RevisionConfig:
 
 @dataclass(frozen=True)
 class Task:
-    """One task of `agent_r_trajectories`: how to reset its env, and an episode at its start for agents to read."""
+    """A task: how to reset its env, and an episode at its start for agents to read."""
 
     env_id: str
     seed: int
@@ -110,6 +106,7 @@ class Task:
     index: int
     instructions: str
     probe: LiveEpisode
+    history_window: int | None  # the policy's prompts, as it was trained
 
 
 @dataclass
@@ -122,14 +119,15 @@ class SearchPath:
     values: list[float]
     rewards: list[float]
     success: bool
-    done: bool  # the env ended the episode (else the turn limit did)
 
     @property
     def total_reward(self) -> float:
         return sum(self.rewards)
 
 
-def leaf_paths(root: Node, episode: LiveEpisode, policy: Agent, limit: int) -> tuple[list[SearchPath], int]:
+def leaf_paths(
+    root: Node, episode: LiveEpisode, policy: Agent, limit: int, history_window: int | None = None
+) -> tuple[list[SearchPath], int]:
     """Every leaf of the tree as a `SearchPath` (Agent-R's `find_leaf_paths`), a leaf the search left
     unfinished played to the end by `policy`; and the env steps that took."""
     env = episode.env.unwrapped
@@ -146,7 +144,7 @@ def leaf_paths(root: Node, episode: LiveEpisode, policy: Agent, limit: int) -> t
             probe = _episode_at(episode, observations, actions, info)
             tail: list[float] = []
             while not done and probe.turn < limit:
-                action = policy.act([probe.conversation()], [probe])[0]
+                action = policy.act([probe.conversation(history_window)], [probe])[0]
                 observation, reward, terminated, truncated, info = env.step(action)
                 steps += 1
                 _advance(probe, action, (observation, reward, terminated, truncated, info))
@@ -155,9 +153,7 @@ def leaf_paths(root: Node, episode: LiveEpisode, policy: Agent, limit: int) -> t
             observations, actions = probe.observations, probe.actions
             rewards += tail
             values += [sum(tail[i:]) for i in range(len(tail))]
-        paths.append(
-            SearchPath(observations, actions, values, rewards, bool(info.get("success", False)), done)
-        )
+        paths.append(SearchPath(observations, actions, values, rewards, bool(info.get("success", False))))
     env.set_state(root.state)
     return paths, steps
 
@@ -207,7 +203,7 @@ def first_error_by_judge(
     is the error; the last turn if none is."""
     for turn in range(parting_turn(good, bad), len(bad.actions)):
         conversation = build_conversation(
-            task.instructions, bad.observations[: turn + 2], bad.actions[: turn + 1]
+            task.instructions, bad.observations[: turn + 2], bad.actions[: turn + 1], task.history_window
         )
         question = config.judge_prompt.format(
             action=bad.actions[turn], observation=bad.observations[turn + 1]
@@ -248,43 +244,37 @@ def agent_r_trajectories(
     split: str = "train",
     search_seed: int = 0,
     judge: Agent | None = None,
+    history_window: int | None = None,
 ) -> tuple[list[Trajectory], dict[str, int]]:
     """Agent-R's data for the tasks of `seeds`: revision trajectories (`metadata["method"] ==
     "agent_r"`) and, with `good_paths_per_task`, successful search paths (`"agent_r_good"`), every
     one played in the env from `reset(seed)`. `judge` (default: `agent`) judges turns with
-    error=model. Returns the trajectories and counts: env_steps (search, path completions and the
-    plays), tasks, pairs, and pairs dropped (error at the episode's last turn, or no success after it)."""
+    error=model; the policy's prompts keep `history_window` turns, as it was trained. Returns the
+    trajectories and counts: env_steps (search, path completions, plays), tasks, pairs, dropped
+    pairs (error at the episode's last turn, or no success after it), tasks the search solved."""
     config = config or RevisionConfig()
     judge = judge or agent
     stats = {"env_steps": 0, "tasks": 0, "pairs": 0, "dropped": 0, "solved_by_search": 0}
     out: list[Trajectory] = []
     for index, seed in enumerate(seeds):
         env, episode = _start(env_id, seed, split, index)
-        spec = env.spec
-        limit = (spec.max_episode_steps if spec is not None else None) or 50
-        search = MCTSAgent(
-            agent,
-            MCTSConfig(
-                budget=config.budget,
-                num_candidates=config.num_candidates,
-                exploration=config.exploration,
-                keep_trees=True,
-                seed=search_seed,
-            ),
-        )
+        limit = (env.spec.max_episode_steps if env.spec is not None else None) or 50
+        budget, k, c = config.budget, config.num_candidates, config.exploration
+        tree = MCTSConfig(budget, k, c, keep_trees=True, seed=search_seed, history_window=history_window)
+        search = MCTSAgent(agent, tree)
         search.act([episode.conversation()], [episode])
         if not search.trees:  # the policy proposed nothing to search
             env.close()
             continue
-        paths, steps = leaf_paths(search.trees[-1], episode, agent, limit)
-        task = Task(env_id, seed, split, index, episode.instructions, episode)
+        paths, steps = leaf_paths(search.trees[-1], episode, agent, limit, history_window)
+        task = Task(env_id, seed, split, index, episode.instructions, episode, history_window)
         env.close()
         stats["env_steps"] += search.env_steps + steps
         stats["tasks"] += 1
         stats["solved_by_search"] += any(p.success for p in paths)
         best = sorted((p for p in paths if p.success), key=lambda p: (-p.total_reward, len(p.actions)))
         for path in best[: config.good_paths_per_task]:
-            trajectory, played = _play(task, path.actions, agent, config, {})
+            trajectory, played = _play(task, path.actions, agent, config)
             stats["env_steps"] += played
             if trajectory.success:
                 trajectory.metadata = {"method": "agent_r_good", "split": split}
@@ -312,25 +302,32 @@ def _play(
     actions: Sequence[str],
     agent: Agent,
     config: RevisionConfig,
-    reflect_after: dict[int, Any],
+    reflection: tuple[int, str] | None = None,
     search_budget: int = 0,
 ) -> tuple[Trajectory, int]:
-    """Play `actions` in a fresh env from `reset(seed)`, a reflection turn after each turn named in
-    `reflect_after` (turn -> None for the template, else the text), then, with `search_budget`,
-    `MCTSAgent` until the episode ends. Returns the trajectory and the env steps taken."""
+    """Play `actions` in a fresh env from `reset(seed)`, with `reflection` (turn, text) the text as a
+    turn after that turn, then, with `search_budget`, `MCTSAgent` until the episode ends. Returns the
+    trajectory and the env steps taken."""
     env, episode = _start(task.env_id, task.seed, task.split, task.index)
-    search = MCTSAgent(agent, MCTSConfig(budget=max(search_budget, 1), num_candidates=config.num_candidates))
+    search = MCTSAgent(
+        agent,
+        MCTSConfig(
+            budget=max(search_budget, 1),
+            num_candidates=config.num_candidates,
+            history_window=task.history_window,
+        ),
+    )
     terminated = truncated = False
     planned = list(actions)
     reflection_turn = None
     while not (terminated or truncated) and (planned or search_budget):
-        if reflection_turn is None and episode.turn - 1 in reflect_after and episode.turn > 0:
-            action = reflect_after[episode.turn - 1]
+        if reflection is not None and reflection_turn is None and episode.turn == reflection[0] + 1:
+            action = reflection[1]
             reflection_turn = episode.turn
         elif planned:
             action = planned.pop(0)
         else:
-            action = search.act([episode.conversation()], [episode])[0]
+            action = search.act([episode.conversation(task.history_window)], [episode])[0]
         step = env.step(action)
         _advance(episode, action, step)
         terminated, truncated = bool(step[2]), bool(step[3])
@@ -358,7 +355,7 @@ def _revise(
     trajectory = None
     for budget in (0, config.continuation_budget) if config.continuation_budget else (0,):
         continuation = good.actions[branch:] if budget == 0 else []
-        trajectory, played = _play(task, [*prefix, *continuation], agent, config, {error: reflection}, budget)
+        trajectory, played = _play(task, [*prefix, *continuation], agent, config, (error, reflection), budget)
         steps += played
         if trajectory.success and trajectory.metadata.get("reflection_turn") == error + 1:
             break
@@ -389,7 +386,7 @@ def _reflection(bad: SearchPath, error: int, agent: Agent, config: RevisionConfi
     if config.reflection_source == "template":
         return config.reflection.format(action=bad.actions[error])
     conversation = build_conversation(
-        task.instructions, bad.observations[: error + 2], bad.actions[: error + 1]
+        task.instructions, bad.observations[: error + 2], bad.actions[: error + 1], task.history_window
     )
     question = config.reflection_prompt.format(action=bad.actions[error])
     return agent.act([[*conversation, {"role": "user", "content": question}]], [task.probe])[0]

@@ -51,6 +51,9 @@ class MCTSConfig:
     """Keep every searched root (for `preference_pairs`); off by default to free memory."""
     seed: int = 0
     """Seeds the candidate sampling and the rollouts' episode seeds: same seed, same search."""
+    history_window: int | None = None
+    """The policy's prompts keep the first turn and the last K turns (None: the whole episode), as
+    the policy was trained and is evaluated (`TrainConfig.history_window`)."""
 
     def __post_init__(self) -> None:
         for name in ("budget", "num_candidates"):
@@ -124,7 +127,7 @@ class MCTSAgent:
         finally:
             env.set_state(snapshot)
         if not root.children:  # nothing proposed: let the policy answer as it would alone
-            return self.policy.act([episode.conversation()], [episode])[0]
+            return self.policy.act([episode.conversation(self.config.history_window)], [episode])[0]
         if self.config.keep_trees:
             self.trees.append(root)
         # the robust child (most visited), ties by mean return, then by proposal order
@@ -176,7 +179,7 @@ class MCTSAgent:
         probe = self._probe(node, episode, seed_offset=1 + sim)
         total, scale = 0.0, 1.0
         while probe.turn < limit:
-            action = self.policy.act([probe.conversation()], [probe])[0]
+            action = self.policy.act([probe.conversation(self.config.history_window)], [probe])[0]
             observation, reward, terminated, truncated, info = env.step(action)
             self.env_steps += 1
             probe.actions.append(action)
@@ -195,7 +198,9 @@ class MCTSAgent:
         env.set_state(node.state)
         probe = self._probe(node, episode, seed_offset=0)
         if hasattr(self.policy, "generate"):  # LM agents: K samples of one prompt, in one batch
-            texts = [g.text for g in self.policy.generate([probe.conversation()] * k)]
+            texts = [
+                g.text for g in self.policy.generate([probe.conversation(self.config.history_window)] * k)
+            ]
         else:
             listed = node.info.get("admissible_actions") or env.admissible_actions() or []
             if listed:  # scripted agents sample one action per state: branch on the env's list
@@ -205,7 +210,7 @@ class MCTSAgent:
                 texts = []
                 for i in range(k):
                     probe.seed = int(rng.integers(2**31)) + i
-                    texts.extend(self.policy.act([probe.conversation()], [probe]))
+                    texts.extend(self.policy.act([probe.conversation(self.config.history_window)], [probe]))
         return list(dict.fromkeys(texts))
 
     def _probe(self, node: Node, episode: LiveEpisode, seed_offset: int) -> LiveEpisode:

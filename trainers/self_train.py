@@ -189,7 +189,12 @@ class AgentRTrainer(SelfTrainer):
     def data(self, seeds: Sequence[int]) -> tuple[list[Trajectory], int, dict[str, float]]:
         config = self.config
         trajectories, stats = agent_r_trajectories(
-            config.env_id, self.agent, seeds, config, search_seed=seeds[0] if seeds else 0
+            config.env_id,
+            self.agent,
+            seeds,
+            config,
+            search_seed=seeds[0] if seeds else 0,
+            history_window=config.history_window,
         )
         steps = stats.pop("env_steps")
         stats["revisions"] = sum(t.metadata["method"] == "agent_r" for t in trajectories)

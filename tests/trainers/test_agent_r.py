@@ -40,7 +40,7 @@ class NoisyExpert:
 
 def path(actions, values, success):
     return SearchPath(
-        [f"o{i}" for i in range(len(actions) + 1)], actions, values, [0.0] * len(actions), success, True
+        [f"o{i}" for i in range(len(actions) + 1)], actions, values, [0.0] * len(actions), success
     )
 
 
@@ -69,7 +69,7 @@ def test_model_judge_picks_the_first_turn_it_calls_bad():
     good = path(["a", "b", "c"], [0.5, 0.6, 1.0], True)
     bad = path(["a", "x", "y", "z", "w"], [0.5, 0.9, 0.7, 0.4, 0.0], False)
     config = RevisionConfig(error="model")
-    task = type("T", (), {"instructions": "Do it.", "probe": None})()
+    task = type("T", (), {"instructions": "Do it.", "probe": None, "history_window": None})()
     assert first_error_by_judge(good, bad, JudgesBad("y"), config, task) == 2
     assert first_error_by_judge(good, bad, JudgesBad("nothing"), config, task) == 4  # the whole path
 
