@@ -99,3 +99,25 @@ def test_an_lm_policy_proposes_k_sampled_actions():
     # each root asked for K samples in one batch (the rollouts' own calls are batches of 1)
     assert agent.trees and calls.count(3) >= len(agent.trees) and set(calls) <= {1, 3}
     assert all(1 <= len(root.children) <= 3 for root in agent.trees)
+
+
+def test_search_prompts_keep_the_policy_history_window():
+    """The policy reads the prompts it was trained on: with history_window=0, the first turn and the
+    current observation only, however deep the search goes."""
+
+    class Records(RandomAgent):
+        def __init__(self):
+            super().__init__(0)
+            self.lengths = []
+
+        def act(self, conversations, episodes=None):
+            self.lengths += [len(c) for c in conversations]
+            return super().act(conversations, episodes)
+
+    lengths = {}
+    for window in (None, 0):
+        policy = Records()
+        agent = MCTSAgent(policy, MCTSConfig(budget=1, history_window=window))
+        turngym.rollout("turngym/KeyDoor-v0", agent, seeds=[2], split="test")  # 8 turns, each searched
+        lengths[window] = max(policy.lengths)
+    assert lengths[0] <= 4 < 10 < lengths[None]
