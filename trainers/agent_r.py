@@ -250,11 +250,14 @@ def agent_r_trajectories(
     "agent_r"`) and, with `good_paths_per_task`, successful search paths (`"agent_r_good"`), every
     one played in the env from `reset(seed)`. `judge` (default: `agent`) judges turns with
     error=model; the policy's prompts keep `history_window` turns, as it was trained. Returns the
-    trajectories and counts: env_steps (search, path completions, plays), tasks, pairs, dropped
-    pairs (error at the episode's last turn, or no success after it), tasks the search solved."""
+    trajectories and counts: env_steps (search, path completions, plays), tasks, tasks the search
+    solved, pairs, and pairs dropped: error_at_end (the error is the episode's last turn), unfinished
+    (no success after the reflection)."""
     config = config or RevisionConfig()
     judge = judge or agent
-    stats = {"env_steps": 0, "tasks": 0, "pairs": 0, "dropped": 0, "solved_by_search": 0}
+    stats = dict.fromkeys(
+        ("env_steps", "tasks", "solved_by_search", "pairs", "error_at_end", "unfinished"), 0
+    )
     out: list[Trajectory] = []
     for index, seed in enumerate(seeds):
         env, episode = _start(env_id, seed, split, index)
@@ -286,12 +289,12 @@ def agent_r_trajectories(
             else:
                 error = first_error_by_judge(good, bad, judge, config, task)
             if error == len(bad.actions) - 1:  # the episode ended with the error: nothing to revise into
-                stats["dropped"] += 1
+                stats["error_at_end"] += 1
                 continue
             revision, played = _revise(task, good, bad, error, agent, config)
             stats["env_steps"] += played
             if revision is None:
-                stats["dropped"] += 1
+                stats["unfinished"] += 1
             else:
                 out.append(revision)
     return out, stats
