@@ -22,6 +22,7 @@ from turngym.trainers.dpo import DPOConfig
 from turngym.trainers.grpo import GRPOConfig
 from turngym.trainers.ppo import PPOConfig
 from turngym.trainers.search import MCTSConfig
+from turngym.trainers.self_train import AgentRConfig, RiseConfig, StepConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -35,6 +36,7 @@ CONFIG_PAGES: dict[str, type | tuple[type, ...]] = {
     "trainer-grpo.md": GRPOConfig,
     "search.md": MCTSConfig,
     "trainer-dpo.md": (DPOConfig, AgentQConfig),
+    "reflection.md": (AgentRConfig, StepConfig, RiseConfig),
 }
 # a config extending another trainer's: its table lists only the fields it adds to that one
 TABLE_BASE: dict[type, type] = {AgentQConfig: DPOConfig}

@@ -1,5 +1,6 @@
-"""Trainers (`turngym.trainers`): one file per algorithm (archer, bc, ppo, grpo, alol, dpo, agent_q), each
-with one config dataclass, on shared modules named for what they hold: config (TrainConfig, YAML and --set), loop (the
+"""Trainers (`turngym.trainers`): one file per algorithm (archer, bc, ppo, grpo, alol, dpo, agent_q; agent_r,
+step and rise share self_train, with agent_r's data in agent_r and STeP's and RISE's in reflection), each with one
+config dataclass, on shared modules named for what they hold: config (TrainConfig, YAML and --set), loop (the
 Trainer base and the training loop), run (the run folder), collect (rollouts, eval), replay (turns,
 ReplayBuffer), optim (AdamW, steps, minibatches), critic (value networks) and credit (per-turn credit assignment:
 credit.py with GiGPO and the method table, credit_spa, credit_info_gain, credit_judge)."""
@@ -20,6 +21,9 @@ ALGORITHMS = {
     "alol": ("turngym.trainers.alol", "AlolConfig", "AlolTrainer"),
     "dpo": ("turngym.trainers.dpo", "DPOConfig", "DPOTrainer"),
     "agent_q": ("turngym.trainers.agent_q", "AgentQConfig", "AgentQTrainer"),
+    "agent_r": ("turngym.trainers.self_train", "AgentRConfig", "AgentRTrainer"),
+    "step": ("turngym.trainers.self_train", "StepConfig", "StepTrainer"),
+    "rise": ("turngym.trainers.self_train", "RiseConfig", "RiseTrainer"),
 }
 
 

@@ -88,6 +88,19 @@ def bc_examples(
     return examples
 
 
+def bc_loss(
+    agent: Any, examples: Sequence[tuple[Conversation, str, float]], config: TrainConfig, device: Any
+) -> torch.Tensor:
+    """Weighted mean over examples of the mean per-token negative log-likelihood of the action."""
+    tokens = agent.token_batch([e[0] for e in examples], [e[1] for e in examples])
+    with autocast(config, device):
+        logprobs = token_logprobs(agent.model, tokens)  # (B, L-1)
+    mask = tokens.action_mask[:, 1:].float()
+    nll = -(logprobs.sum(-1) / mask.sum(-1))  # (B,)
+    weights = torch.tensor([e[2] for e in examples], device=nll.device)
+    return (weights * nll).sum() / weights.abs().sum()
+
+
 class BCTrainer(Trainer):
     """Supervised fine-tuning of `agent` (default: a TinyAgent for `config.env_id`) on demonstrations."""
 
@@ -137,14 +150,7 @@ class BCTrainer(Trainer):
         return read_trajectories(config.data)
 
     def loss(self, examples: Sequence[tuple[Conversation, str, float]]) -> torch.Tensor:
-        """Weighted mean over examples of the mean per-token negative log-likelihood of the action."""
-        tokens = self.agent.token_batch([e[0] for e in examples], [e[1] for e in examples])
-        with autocast(self.config, self.device):
-            logprobs = token_logprobs(self.agent.model, tokens)  # (B, L-1)
-        mask = tokens.action_mask[:, 1:].float()
-        nll = -(logprobs.sum(-1) / mask.sum(-1))  # (B,)
-        weights = torch.tensor([e[2] for e in examples], device=nll.device)
-        return (weights * nll).sum() / weights.abs().sum()
+        return bc_loss(self.agent, examples, self.config, self.device)
 
     def iteration(self, iteration: int) -> tuple[dict[str, Any], int]:
         config = self.config

@@ -380,7 +380,10 @@ def check(
 def train(
     algo: Annotated[
         str,
-        typer.Argument(help="Algorithm: archer, bc, ppo, grpo, agent_q (MCTS + DPO), alol or dpo (offline)."),
+        typer.Argument(
+            help="Algorithm: archer, bc, ppo, grpo, agent_q (MCTS + DPO), alol or dpo (offline), "
+            "or agent_r, step, rise (reflection data + BC)."
+        ),
     ],
     env_id: Annotated[str, typer.Argument(help=ENV_HELP)],
     config: Annotated[Path | None, typer.Option(help="YAML file of config keys.")] = None,

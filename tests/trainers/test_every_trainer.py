@@ -127,6 +127,19 @@ DIRECTION = {
         "beta": 0.1,
         "label_smoothing": 0.0,
     },
+    # reflection data + BC: on the bandits every failing path ends at its error (nothing to revise
+    # into), so Agent-R trains on the search's successful paths; STeP masks `left` (flag=differs);
+    # RISE's improved attempt is the env's answer `right`
+    "agent_r": {
+        "iterations": 5,
+        "lr": 3e-3,
+        "rollout_episodes": 8,
+        "budget": 4,
+        "num_candidates": 2,
+        "bc_epochs": 2,
+    },
+    "step": {"iterations": 5, "lr": 3e-3, "flag": "differs", "bc_epochs": 1},
+    "rise": {"iterations": 5, "lr": 3e-3, "attempts": 2, "candidates": 1, "bc_epochs": 1},
 }
 # Two turns: the reward reaches ArCHer's Q at the first turn only through V of the second state, two
 # TD hops from scratch; a hard target update (tau=1), more critic steps and a wider critic get it
@@ -144,6 +157,9 @@ TWO_STEP_OVERRIDES = {
         "warmup_iterations": 4,
     },
 }
+# RISE improves an episode's last answer only: in the two-step bandit the first reply pays, so no
+# improved attempt can score higher and RISE has, correctly, nothing to train on
+NO_TWO_STEP = {"rise"}
 MARGIN = 0.1  # p(best) must rise at least this much (seen: +0.18 .. +0.5 from 0.5)
 
 
@@ -201,6 +217,8 @@ def uniform_agent(config, uniform_start):
 @pytest.mark.parametrize("env_id", [BANDIT, TWO_STEP])
 @pytest.mark.parametrize("algo", list(DIRECTION))
 def test_training_raises_the_probability_of_the_best_action(algo, env_id, uniform_start, tmp_path):
+    if env_id == TWO_STEP and algo in NO_TWO_STEP:
+        pytest.skip(f"{algo} trains on last answers only")
     config = direction_config(algo, env_id, tmp_path)
     agent = uniform_agent(config, uniform_start)
     state = first_state(env_id)
