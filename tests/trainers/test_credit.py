@@ -3,8 +3,8 @@ training with it raises p(best action) on the two-turn bandit (a flipped sign lo
 
 Known answers: GiGPO's anchor-state groups by hand and GiGPO == GRPO when no state repeats; SPA's
 contributions sum to the episode reward; IGPO's gain is positive for a question that halves the
-TwentyQuestions candidates (under an exact Bayesian model of the task) and zero for one that tells
-nothing; the judge's rewards from a scripted judge."""
+TwentyQuestions candidates (under an exact Bayesian model of the task, and under a TinyAgent fitted to
+the expert's games, through the policy scorer) and zero for one that tells nothing; the judge's rewards from a scripted judge."""
 
 from __future__ import annotations
 
@@ -202,6 +202,58 @@ def test_info_gain_is_positive_for_a_question_that_halves_the_candidates(tmp_pat
     assert rewards[0] == pytest.approx(1 / after - 1 / before)  # p(answer): 1/before -> 1/after
     assert rewards[0] > 0
     assert rewards[-1] == trajectory.total_reward  # the outcome on the last turn
+
+
+@pytest.mark.slow  # ~150 training steps: 35 s on a loaded core here
+def test_info_gain_is_positive_for_a_halving_question_under_a_policy_that_learned_it(tmp_path):
+    """The same sign through the policy scorer (InfoGainCredit with `agent=`, no `scorer=`): a
+    TinyAgent fitted to the expert's games puts its probability on the objects the first answer left,
+    so the expert's first question (it halves the 157 candidates) gains for the true object and loses
+    for an object that answer ruled out.
+
+    The TinyAgent is fitted to p(answer | game so far) on the games' first two turns, by maximum
+    likelihood on the answer's guess, the quantity IGPO reads; the instructions are left out so that a
+    two-layer model finds the yes/no reply in ~150 steps (measured: with the 150-token instructions,
+    or with BC on the expert's own questions for a minute, it did not learn which objects fit the reply
+    in that time, only that guesses come late: p(guess) rose as much for a ruled-out object)."""
+    import dataclasses
+
+    from turngym.trainers.policy import build_policy
+    from turngym.types import build_conversation
+
+    config = GRPOConfig(
+        env_id=TWENTY_Q, credit="info_gain", runs_dir=str(tmp_path), history_window=None,
+        tiny_layers=2, tiny_embd=64, tiny_heads=4, seed=0,
+    )  # fmt: skip
+    agent = build_policy(config, "cpu")
+    games = turngym.rollout(TWENTY_Q, turngym.agents.ExpertAgent(), 12, seed=100, max_turns=2)
+    games = [dataclasses.replace(t, instructions="") for t in games]
+    answers = answer_actions(games)
+    assert len(set(answers)) >= 8 and {t.observations[1][:3] for t in games} == {"Yes", "No."}
+    before = [build_conversation("", t.observations[:1], [], None) for t in games]
+    after = [build_conversation("", t.observations[:2], t.actions[:1], None) for t in games]
+    optimizer = torch.optim.Adam(agent.model.parameters(), lr=3e-3)
+    for _ in range(150):
+        logprobs, mask = agent.action_logprobs(before + after, answers + answers)
+        loss = -((logprobs * mask).sum(-1) / mask.sum(-1)).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    credit = InfoGainCredit(config, agent=agent)
+    gains = np.array([rewards[0] for rewards in credit.assign(games)])
+    assert np.all(gains > 0), gains  # every game: the halving question raised p(true object)
+    env = turngym.make(TWENTY_Q).unwrapped
+    ruled_out = []
+    for t in games:
+        env.reset(seed=t.seed)
+        candidates, _ = set(env._candidates().tolist()), env.step(t.actions[0])
+        assert 0.3 * len(candidates) < len(env._candidates()) < 0.7 * len(candidates)  # it halves them
+        out = set(answers) & {
+            env.guess_question(env.entities[i]) for i in candidates - set(env._candidates().tolist())
+        }
+        ruled_out.append(sorted(out)[0])
+    lost = np.exp(credit.scorer(after, ruled_out)) - np.exp(credit.scorer(before, ruled_out))
+    assert np.all(lost < 0), lost  # and lowered p(an object its answer ruled out): the model learned it
 
 
 class Repeat:
