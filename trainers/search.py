@@ -51,6 +51,9 @@ class MCTSConfig:
     """Keep every searched root (for `preference_pairs`); off by default to free memory."""
     seed: int = 0
     """Seeds the candidate sampling and the rollouts' episode seeds: same seed, same search."""
+    history_window: int | None = None
+    """Turns of history in the conversations the policy reads while searching (None: all), as
+    `turngym.rollout`'s `history_window`: set it to the window the policy was trained with."""
 
     def __post_init__(self) -> None:
         for name in ("budget", "num_candidates"):
@@ -123,7 +126,7 @@ class MCTSAgent:
         finally:
             env.set_state(snapshot)
         if not root.children:  # nothing proposed: let the policy answer as it would alone
-            return self.policy.act([episode.conversation()], [episode])[0]
+            return self.policy.act([episode.conversation(self.config.history_window)], [episode])[0]
         if self.config.keep_trees:
             self.trees.append(root)
         # the robust child (most visited), ties by mean return, then by proposal order
@@ -174,7 +177,7 @@ class MCTSAgent:
         probe = self._probe(node, episode, seed_offset=1 + sim)
         total, scale = 0.0, 1.0
         while probe.turn < limit:
-            action = self.policy.act([probe.conversation()], [probe])[0]
+            action = self.policy.act([probe.conversation(self.config.history_window)], [probe])[0]
             observation, reward, terminated, truncated, info = env.step(action)
             probe.actions.append(action)
             probe.observations.append(observation)
@@ -191,8 +194,9 @@ class MCTSAgent:
         env = episode.env.unwrapped
         env.set_state(node.state)
         probe = self._probe(node, episode, seed_offset=0)
+        conversation = probe.conversation(self.config.history_window)
         if hasattr(self.policy, "generate"):  # LM agents: K samples of one prompt, in one batch
-            texts = [g.text for g in self.policy.generate([probe.conversation()] * k)]
+            texts = [g.text for g in self.policy.generate([conversation] * k)]
         else:
             listed = node.info.get("admissible_actions") or env.admissible_actions() or []
             if listed:  # scripted agents sample one action per state: branch on the env's list
@@ -202,7 +206,7 @@ class MCTSAgent:
                 texts = []
                 for i in range(k):
                     probe.seed = int(rng.integers(2**31)) + i
-                    texts.extend(self.policy.act([probe.conversation()], [probe]))
+                    texts.extend(self.policy.act([conversation], [probe]))
         return list(dict.fromkeys(texts))
 
     def _probe(self, node: Node, episode: LiveEpisode, seed_offset: int) -> LiveEpisode:
@@ -266,9 +270,15 @@ def preference_pairs(
 
 
 def make_search_agent(
-    policy: Agent, search: str, budget: int, num_candidates: int = 4, seed: int = 0
+    policy: Agent,
+    search: str,
+    budget: int,
+    num_candidates: int = 4,
+    seed: int = 0,
+    history_window: int | None = None,
 ) -> MCTSAgent:
     """The `--search NAME --budget N` of `turngym eval`; a one-line error for unknown names."""
     if search not in SEARCHES:
         raise ConfigError(f"unknown search {search!r}; valid: {', '.join(SEARCHES)}")
-    return MCTSAgent(policy, MCTSConfig(budget=budget, num_candidates=num_candidates, seed=seed))
+    config = MCTSConfig(budget, num_candidates, seed=seed, history_window=history_window)
+    return MCTSAgent(policy, config)

@@ -296,7 +296,9 @@ def eval_command(
         if search is not None:
             from turngym.trainers.search import make_search_agent
 
-            policy = make_search_agent(policy, search, _first(budget, 32), _first(candidates, 4), seed)
+            policy = make_search_agent(
+                policy, search, _first(budget, 32), _first(candidates, 4), seed, history_window
+            )
         result = turngym.evaluate(
             env_id,
             policy,

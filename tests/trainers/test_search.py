@@ -99,3 +99,30 @@ def test_an_lm_policy_proposes_k_sampled_actions():
     # each root asked for K samples in one batch (the rollouts' own calls are batches of 1)
     assert agent.trees and calls.count(3) >= len(agent.trees) and set(calls) <= {1, 3}
     assert all(1 <= len(root.children) <= 3 for root in agent.trees)
+
+
+class RecordsConversations(RandomAgent):
+    """The random policy, keeping every conversation it is asked to act on."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.seen = []
+
+    def act(self, conversations, episodes=None):
+        self.seen.extend(conversations)
+        return super().act(conversations, episodes)
+
+
+def test_the_search_reads_the_conversations_in_the_policys_history_window():
+    # a policy trained on window 0 (the current observation only) must see window 0 in the search too
+    policy = RecordsConversations()
+    agent = MCTSAgent(policy, MCTSConfig(budget=4, history_window=0))
+    turngym.rollout("turngym/Maze-v0", agent, seeds=[2], split="test", max_turns=3, history_window=0)
+    assert policy.seen, "the rollouts never asked the policy"
+    # window 0: the system message, the first turn (it carries the task) and the current observation
+    assert max(len(c) for c in policy.seen) <= 4
+    full = RecordsConversations()
+    turngym.rollout(
+        "turngym/Maze-v0", MCTSAgent(full, MCTSConfig(budget=4)), seeds=[2], split="test", max_turns=3
+    )
+    assert max(len(c) for c in full.seen) > 4  # the default: all of the history
