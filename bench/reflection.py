@@ -379,8 +379,8 @@ def summarize(paths: Sequence[Path]) -> None:
         runs = [r for r in records if r["env"] == env_id]
         print(f"\n{env_id}: seeds {sorted({r['seed'] for r in runs})}")
         print(
-            "| arm | runs | baseline | success, mean | per seed [95% Wilson] | lift, mean [95% t] | "
-            "model calls / ep | env steps / ep | data |"
+            "| arm | seeds | baseline, mean | success, mean | per seed [95% Wilson] | lift, mean [95% t] | "
+            "model calls | env steps | data per seed |"
         )
         print("|---|---|---|---|---|---|---|---|---|")
         for arm in ARMS:
@@ -393,15 +393,18 @@ def summarize(paths: Sequence[Path]) -> None:
             per_seed = ", ".join(f"{r['success']:.0%} [{r['ci'][0]:.0%}, {r['ci'][1]:.0%}]" for r in rows)
             if arm == "mcts":
                 name = f"mcts (budget {rows[0]['mcts_budget']}, K {rows[0]['mcts_candidates']})"
-                alone = np.mean([r["alone"] for r in rows])
-                cost = (
-                    f"{np.mean([r['model_calls'] for r in rows]):.0f} (alone {np.mean([r['alone_model_calls'] for r in rows]):.0f})",
-                    f"{np.mean([r['env_steps'] for r in rows]):.0f} (alone {np.mean([r['alone_env_steps'] for r in rows]):.0f})",
+                base = f"alone {np.mean([r['alone'] for r in rows]):.0%}"
+                cost = tuple(
+                    f"{np.mean([r[key] for r in rows]):.0f} per episode (alone {np.mean([r['alone_' + key] for r in rows]):.0f})"
+                    for key in ("model_calls", "env_steps")
                 )
-                base, data = f"alone {alone:.0%}", f"{rows[0]['episodes']} held-out episodes"
+                data = f"{rows[0]['episodes']} held-out episodes per seed"
             else:
                 name, base = arm, f"BC {np.mean([r['bc_success'] for r in rows]):.0%}"
-                cost = (f"{np.mean([r['model_actions'] for r in rows]):.0f} in all", "")
+                cost = tuple(
+                    f"{np.mean([r[key] for r in rows]):.0f} to make the data"
+                    for key in ("model_actions", "env_steps")
+                )
                 data = "; ".join(r.get("data", "") for r in rows)
             print(
                 f"| {name} | {len(rows)} | {base} | {np.mean([r['success'] for r in rows]):.0%} | {per_seed} | "
