@@ -65,6 +65,7 @@ class Context:
     mcts_budget: int
     mcts_candidates: int
     mcts_episodes: int
+    dpo_lr: float = 5e-4  # (c)'s DPO learning rate
 
 
 class Counted:
@@ -240,7 +241,7 @@ def agent_q(agent: Any, ctx: Context) -> dict[str, Any]:
     }  # fmt: skip
     if not pairs:
         return {**record, "success": None, "note": "no pair in the budget"}
-    values = {**ctx.shared, **DPO, "seed": ctx.seed, "run_name": f"agent_q-{ctx.seed}"}
+    values = {**ctx.shared, **DPO, "lr": ctx.dpo_lr, "seed": ctx.seed, "run_name": f"agent_q-{ctx.seed}"}
     trainer = DPOTrainer(DPOConfig(**values, eval_every=values["epochs"]), agent=agent, pairs=pairs)
     trainer.train()
     return {**record, "success": trainer.run.metrics()[-1]["eval/success_rate"]}
@@ -344,13 +345,13 @@ def run(args: argparse.Namespace) -> None:
             "eval_episodes": args.eval_episodes,
         }  # fmt: skip
         for seed in range(args.first_seed, args.first_seed + args.seeds):
-            todo = [a for a in arms if not record_path(out, env_id, seed, a).exists()]
+            todo = [a for a in arms if not record_path(out, env_id, seed, a + args.tag).exists()]
             if not todo:
                 continue
             warm, bc_success = warm_policy(env_id, seed, env_setup, shared, out)
             ctx = Context(
                 env_id, seed, shared, args.budget, args.temperature, args.mcts_budget, args.mcts_candidates,
-                args.mcts_episodes,
+                args.mcts_episodes, args.dpo_lr,
             )  # fmt: skip
             for arm in todo:
                 arm_start = time.perf_counter()
@@ -359,13 +360,13 @@ def run(args: argparse.Namespace) -> None:
                     result["success"] = bc_success
                 n = result.get("episodes", args.eval_episodes) if arm == "mcts" else args.eval_episodes
                 record = {
-                    "env": env_id, "seed": seed, "arm": arm, "bc_success": bc_success,
+                    "env": env_id, "seed": seed, "arm": arm + args.tag, "bc_success": bc_success, "dpo_lr": args.dpo_lr,
                     "eval_episodes": n, "budget": args.budget, "temperature": args.temperature,
                     "mcts_budget": args.mcts_budget, "mcts_candidates": args.mcts_candidates, **result,
                     "ci": list(wilson_interval(round(result["success"] * n), n)),
                     "wall_s": time.perf_counter() - arm_start,
                 }  # fmt: skip
-                record_path(out, env_id, seed, arm).write_text(json.dumps(record, indent=1))
+                record_path(out, env_id, seed, arm + args.tag).write_text(json.dumps(record, indent=1))
                 shown = {k: v for k, v in record.items() if k not in ("env", "seed", "arm")}
                 print(f"  {arm}: {json.dumps(shown, default=str)}", flush=True)
     shutil.rmtree(root, ignore_errors=True)
@@ -383,16 +384,17 @@ def summarize(paths: Sequence[Path]) -> None:
             "model calls | env steps | data per seed |"
         )
         print("|---|---|---|---|---|---|---|---|---|")
-        for arm in ARMS:
+        for arm in sorted({r["arm"] for r in runs}, key=lambda a: (list(ARMS).index(a.split("@")[0]), a)):
             rows = sorted((r for r in runs if r["arm"] == arm), key=lambda r: r["seed"])
             if not rows:
                 continue
-            base_key = "alone" if arm == "mcts" else "bc_success"
+            searched = arm.split("@")[0] == "mcts"
+            base_key = "alone" if searched else "bc_success"
             lifts = [r["success"] - r[base_key] for r in rows]
             low, high = t_interval(lifts)
             per_seed = ", ".join(f"{r['success']:.0%} [{r['ci'][0]:.0%}, {r['ci'][1]:.0%}]" for r in rows)
-            if arm == "mcts":
-                name = f"mcts (budget {rows[0]['mcts_budget']}, K {rows[0]['mcts_candidates']})"
+            if searched:
+                name = f"{arm} (budget {rows[0]['mcts_budget']}, K {rows[0]['mcts_candidates']})"
                 base = f"alone {np.mean([r['alone'] for r in rows]):.0%}"
                 cost = tuple(
                     f"{np.mean([r[key] for r in rows]):.0f} per episode (alone {np.mean([r['alone_' + key] for r in rows]):.0f})"
@@ -424,6 +426,8 @@ def main() -> None:
     parser.add_argument("--mcts-budget", type=int, default=8, help="simulations per turn")
     parser.add_argument("--mcts-candidates", type=int, default=4)
     parser.add_argument("--mcts-episodes", type=int, default=30, help="held-out episodes, searched and alone")
+    parser.add_argument("--dpo-lr", type=float, default=DPO["lr"], help="(c)'s DPO learning rate")
+    parser.add_argument("--tag", default="", help="appended to the arms' names in the records, e.g. @lr5e-5")
     parser.add_argument("--out", default="bench-reflection", help="folder of the per-run JSON records")
     parser.add_argument("--summarize", nargs="*", default=None, help="only print the table of these files")
     args = parser.parse_args()
