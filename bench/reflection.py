@@ -378,7 +378,7 @@ def summarize(paths: Sequence[Path]) -> None:
     records = [json.loads(p.read_text()) for p in paths]
     for env_id in sorted({r["env"] for r in records}):
         runs = [r for r in records if r["env"] == env_id]
-        print(f"\n{env_id}: seeds {sorted({r['seed'] for r in runs})}")
+        print(f"\n{env_id}: seeds {sorted({r['seed'] for r in runs})}\n")
         print(
             "| arm | seeds | baseline, mean | success, mean | per seed [95% Wilson] | lift, mean [95% t] | "
             "model calls | env steps | data per seed |"
