@@ -113,8 +113,10 @@ def test_compare_runs(monkeypatch, capsys, tmp_path):
 def test_smollm2_lora_bc_grpo(monkeypatch, capsys, tmp_path):
     pytest.importorskip("peft")
     output = run_example(
-        "smollm2_lora_bc_grpo.py", "--tiny",
-        "--runs-dir", str(tmp_path),
+        "smollm2_lora_bc_grpo.py",
+        "--tiny",
+        "--runs-dir",
+        str(tmp_path),
         monkeypatch=monkeypatch,
         capsys=capsys,
     )
@@ -134,7 +136,6 @@ def test_smollm2_lora_bc_grpo(monkeypatch, capsys, tmp_path):
         assert not (tmp_path / run / "agent" / "model.safetensors").exists()
     grpo_config = (tmp_path / "grpo-KeyDoor-v0-s0" / "config.yaml").read_text()
     assert f"init_from: {tmp_path / 'bc-KeyDoor-v0-s0'}" in grpo_config
-
 
 
 def test_docs_list_every_example_and_this_file_runs_each():

@@ -149,7 +149,9 @@ class TrainConfig:
         if self.device not in DEVICES:
             raise ConfigError(f"device must be one of {list(DEVICES)}, got {self.device!r}")
         if self.env_workers < 0:
-            raise ConfigError(f"env_workers must be >= 0 (0: step envs in the trainer's process), got {self.env_workers}")
+            raise ConfigError(
+                f"env_workers must be >= 0 (0: step envs in the trainer's process), got {self.env_workers}"
+            )
         from turngym.env_backends import ENV_BACKENDS
 
         if self.env_backend is not None and self.env_backend not in ENV_BACKENDS:

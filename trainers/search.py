@@ -199,10 +199,9 @@ class MCTSAgent:
         env = episode.env.unwrapped
         env.set_state(node.state)
         probe = self._probe(node, episode, seed_offset=0)
+        conversation = probe.conversation(self.config.history_window)
         if hasattr(self.policy, "generate"):  # LM agents: K samples of one prompt, in one batch
-            texts = [
-                g.text for g in self.policy.generate([probe.conversation(self.config.history_window)] * k)
-            ]
+            texts = [g.text for g in self.policy.generate([conversation] * k)]
         else:
             listed = node.info.get("admissible_actions") or env.admissible_actions() or []
             if listed:  # scripted agents sample one action per state: branch on the env's list
@@ -212,7 +211,7 @@ class MCTSAgent:
                 texts = []
                 for i in range(k):
                     probe.seed = int(rng.integers(2**31)) + i
-                    texts.extend(self.policy.act([probe.conversation(self.config.history_window)], [probe]))
+                    texts.extend(self.policy.act([conversation], [probe]))
         return list(dict.fromkeys(texts))
 
     def _probe(self, node: Node, episode: LiveEpisode, seed_offset: int) -> LiveEpisode:

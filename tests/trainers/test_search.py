@@ -124,23 +124,3 @@ def test_the_search_prompts_keep_the_history_window():
     assert lengths[1] <= 6 < lengths[None]  # system, first observation, note, last action, observation
     with pytest.raises(ConfigError, match="history_window must be >= 0"):
         MCTSConfig(history_window=-1)
-def test_search_prompts_keep_the_policy_history_window():
-    """The policy reads the prompts it was trained on: with history_window=0, the first turn and the
-    current observation only, however deep the search goes."""
-
-    class Records(RandomAgent):
-        def __init__(self):
-            super().__init__(0)
-            self.lengths = []
-
-        def act(self, conversations, episodes=None):
-            self.lengths += [len(c) for c in conversations]
-            return super().act(conversations, episodes)
-
-    lengths = {}
-    for window in (None, 0):
-        policy = Records()
-        agent = MCTSAgent(policy, MCTSConfig(budget=1, history_window=window))
-        turngym.rollout("turngym/KeyDoor-v0", agent, seeds=[2], split="test")  # 8 turns, each searched
-        lengths[window] = max(policy.lengths)
-    assert lengths[0] <= 4 < 10 < lengths[None]

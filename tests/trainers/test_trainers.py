@@ -193,9 +193,7 @@ def test_positive_advantages_only_leaves_worse_actions_alone(tmp_path):
 
 
 def test_bc_reaches_high_success_on_a_trivial_env(tmp_path):
-    config = _config(
-        "bc", tmp_path, expert_episodes=8, epochs=30, lr=3e-3, eval_every=30, eval_episodes=20
-    )
+    config = _config("bc", tmp_path, expert_episodes=8, epochs=30, lr=3e-3, eval_every=30, eval_episodes=20)
     history = BCTrainer(config).train()
     assert history[-1]["eval/success_rate"] >= 0.9
 
