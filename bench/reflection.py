@@ -191,6 +191,9 @@ def agent_r(agent: Any, ctx: Context) -> dict[str, Any]:
                 [task_seed(ctx, totals.get("tasks_tried", 0))],
                 config,
                 search_seed=ctx.seed,
+                history_window=ctx.shared[
+                    "history_window"
+                ],  # the search reads what the policy was trained on
             )
             trajectories += found
             totals = {k: totals.get(k, 0) + v for k, v in {**stats, "tasks_tried": 1}.items()}
