@@ -123,7 +123,13 @@ def held_out_success(agent: Any, ctx: Context, run_name: str) -> float:
 
 def finetune(agent: Any, trajectories: list, ctx: Context, name: str, **extra: Any) -> dict[str, Any]:
     """BC from the warm policy on `trajectories` (their turn masks honoured); held-out success after."""
-    values = {**ctx.shared, **FINETUNE, "seed": ctx.seed, "run_name": f"{name}-{ctx.seed}", **extra}
+    values = {
+        **ctx.shared,
+        **FINETUNE,
+        "seed": ctx.seed,
+        "run_name": f"{name}-{ctx.env_id.split('/')[-1]}-{ctx.seed}",
+        **extra,
+    }
     trainer = BCTrainer(
         BCConfig(**values, eval_every=values["epochs"]), agent=agent, trajectories=trajectories
     )
@@ -244,7 +250,13 @@ def agent_q(agent: Any, ctx: Context) -> dict[str, Any]:
     }  # fmt: skip
     if not pairs:
         return {**record, "success": None, "note": "no pair in the budget"}
-    values = {**ctx.shared, **DPO, "lr": ctx.dpo_lr, "seed": ctx.seed, "run_name": f"agent_q-{ctx.seed}"}
+    values = {
+        **ctx.shared,
+        **DPO,
+        "lr": ctx.dpo_lr,
+        "seed": ctx.seed,
+        "run_name": f"agent_q-{ctx.env_id.split('/')[-1]}-{ctx.seed}",
+    }
     trainer = DPOTrainer(DPOConfig(**values, eval_every=values["epochs"]), agent=agent, pairs=pairs)
     trainer.train()
     return {**record, "success": trainer.run.metrics()[-1]["eval/success_rate"]}
