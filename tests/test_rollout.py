@@ -135,3 +135,33 @@ def test_bad_arguments():
         turngym.rollout("turngym/KeyDoor-v0", RandomAgent(), 3, batch_size=0)
     with pytest.raises(turngym.UnknownEnvError):
         turngym.rollout("turngym/Nope-v0", RandomAgent(), 3)
+
+
+@pytest.mark.parametrize("agent_cls", [RandomAgent, ExpertAgent])
+def test_an_episode_played_by_hand_equals_the_rollouts(agent_cls):
+    """`start_episode` + `record` + `episode_trajectory` (search, reflection data) give the
+    trajectory `rollout` gives for the same seed and agent."""
+    from turngym.rollout import episode_trajectory, start_episode
+
+    agent = agent_cls()
+    [expected] = turngym.rollout("turngym/KeyDoor-v0", agent, seeds=[7], split="test")
+    episode = start_episode("turngym/KeyDoor-v0", seed=7, split="test")
+    terminated = truncated = False
+    while not (terminated or truncated):
+        action = agent.act([episode.conversation()], [episode])[0]
+        step = episode.env.step(action)
+        episode.record(action, step)
+        terminated, truncated = bool(step[2]), bool(step[3])
+    played = episode_trajectory(episode, terminated, agent.name)
+    assert played.to_dict() == expected.to_dict()
+    assert len(episode.rewards) == len(episode.action_tokens) == len(episode.infos) == episode.turn
+
+
+def test_a_fork_reads_another_history_of_the_same_episode():
+    from turngym.rollout import start_episode
+
+    episode = start_episode("turngym/KeyDoor-v0", seed=3)
+    fork = episode.fork(["first", "second"], ["look"], {"success": False}, seed=11)
+    assert (fork.env, fork.reset_info, fork.seed, fork.turn) == (episode.env, episode.reset_info, 11, 1)
+    assert fork.conversation()[-1]["content"] == "second" and fork.info == {"success": False}
+    assert episode.turn == 0 and episode.seed == 3  # the original is untouched

@@ -28,9 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from turngym.errors import ConfigError
-from turngym.rollout import Agent, LiveEpisode
+from turngym.rollout import Agent, LiveEpisode, episode_trajectory, start_episode
 from turngym.trainers.bc import TURN_MASK_KEY, TURN_WEIGHT_KEY
-from turngym.trainers.reflection import _advance, _start, _trajectory
 from turngym.trainers.search import MCTSAgent, MCTSConfig, Node
 from turngym.types import Trajectory, build_conversation
 
@@ -141,13 +140,13 @@ def leaf_paths(
         observations, actions, info, done = list(node.observations), list(node.actions), node.info, node.done
         if not done and len(actions) < limit:  # finish the path: the policy plays on from the leaf
             env.set_state(node.state)
-            probe = _episode_at(episode, observations, actions, info)
+            probe = episode.fork(observations, actions, info)
             tail: list[float] = []
             while not done and probe.turn < limit:
                 action = policy.act([probe.conversation(history_window)], [probe])[0]
                 observation, reward, terminated, truncated, info = env.step(action)
                 steps += 1
-                _advance(probe, action, (observation, reward, terminated, truncated, info))
+                probe.record(action, (observation, reward, terminated, truncated, info))
                 tail.append(float(reward))
                 done = bool(terminated or truncated)
             observations, actions = probe.observations, probe.actions
@@ -156,24 +155,6 @@ def leaf_paths(
         paths.append(SearchPath(observations, actions, values, rewards, bool(info.get("success", False))))
     env.set_state(root.state)
     return paths, steps
-
-
-def _episode_at(episode: LiveEpisode, observations: list[str], actions: list[str], info: dict) -> LiveEpisode:
-    """A `LiveEpisode` at a tree node, for the policy to read."""
-    return LiveEpisode(
-        env=episode.env,
-        env_id=episode.env_id,
-        index=episode.index,
-        seed=episode.seed,
-        split=episode.split,
-        requested_task_id=episode.requested_task_id,
-        reset_info=episode.reset_info,
-        observations=list(observations),
-        actions=list(actions),
-        action_tokens=[None] * len(actions),
-        rewards=[0.0] * len(actions),
-        infos=[*([{}] * (len(actions) - 1)), info] if actions else [],
-    )
 
 
 def parting_turn(good: SearchPath, bad: SearchPath) -> int:
@@ -260,7 +241,8 @@ def agent_r_trajectories(
     )
     out: list[Trajectory] = []
     for index, seed in enumerate(seeds):
-        env, episode = _start(env_id, seed, split, index)
+        episode = start_episode(env_id, seed, split, index)
+        env = episode.env
         limit = (env.spec.max_episode_steps if env.spec is not None else None) or 50
         budget, k, c = config.budget, config.num_candidates, config.exploration
         tree = MCTSConfig(budget, k, c, keep_trees=True, seed=search_seed, history_window=history_window)
@@ -311,7 +293,8 @@ def _play(
     """Play `actions` in a fresh env from `reset(seed)`, with `reflection` (turn, text) the text as a
     turn after that turn, then, with `search_budget`, `MCTSAgent` until the episode ends. Returns the
     trajectory and the env steps taken."""
-    env, episode = _start(task.env_id, task.seed, task.split, task.index)
+    episode = start_episode(task.env_id, task.seed, task.split, task.index)
+    env = episode.env
     search = MCTSAgent(
         agent,
         MCTSConfig(
@@ -332,10 +315,10 @@ def _play(
         else:
             action = search.act([episode.conversation(task.history_window)], [episode])[0]
         step = env.step(action)
-        _advance(episode, action, step)
+        episode.record(action, step)
         terminated, truncated = bool(step[2]), bool(step[3])
     env.close()
-    trajectory = _trajectory(episode, terminated, truncated or not terminated, agent_name(agent), {})
+    trajectory = episode_trajectory(episode, terminated, agent_name(agent), truncated or not terminated, {})
     if reflection_turn is not None:
         trajectory.metadata["reflection_turn"] = reflection_turn
     return trajectory, episode.turn + search.env_steps

@@ -27,10 +27,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import turngym
 from turngym.errors import ConfigError
 from turngym.prompts import parse_react_action
-from turngym.rollout import Agent, LiveEpisode, episode_trajectory
+from turngym.rollout import Agent, LiveEpisode, episode_trajectory, start_episode
 from turngym.trainers.bc import TURN_MASK_KEY, TURN_WEIGHT_KEY
 from turngym.types import Trajectory, build_conversation
 
@@ -104,40 +103,6 @@ def _plain(action: str) -> str:
     return (parse_react_action(action) or action).strip().lower()
 
 
-def _start(env_id: str, seed: int, split: str, index: int) -> tuple[Any, LiveEpisode]:
-    env = turngym.make(env_id)
-    observation, info = env.reset(seed=seed, options={"split": split})
-    episode = LiveEpisode(
-        env=env,
-        env_id=env_id,
-        index=index,
-        seed=seed,
-        split=split,
-        requested_task_id=None,
-        reset_info=info,
-        observations=[observation],
-    )
-    return env, episode
-
-
-def _advance(episode: LiveEpisode, action: str, step: tuple) -> None:
-    observation, reward, _, _, info = step
-    episode.actions.append(action)
-    episode.action_tokens.append(None)
-    episode.rewards.append(float(reward))
-    episode.infos.append(dict(info))
-    episode.observations.append(observation)
-
-
-def _trajectory(
-    episode: LiveEpisode, terminated: bool, truncated: bool, agent: str, metadata: dict
-) -> Trajectory:
-    trajectory = episode_trajectory(episode, terminated, agent)
-    trajectory.truncated = truncated  # the caller knows: a reflection run may stop for its own reasons
-    trajectory.metadata = metadata  # this method's record only, as before
-    return trajectory
-
-
 def step_trajectories(
     env_id: str,
     student: Agent,
@@ -156,7 +121,8 @@ def step_trajectories(
     teacher = teacher or ExpertAgent()
     trajectories = []
     for index in range(episodes):
-        env, episode = _start(env_id, seed + index, split, index)
+        episode = start_episode(env_id, seed + index, split, index)
+        env = episode.env
         mask: list[bool] = []
         flagged: list[int] = []
         terminated = truncated = False
@@ -175,13 +141,13 @@ def step_trajectories(
                     correction=parse_react_action(correction) or correction,
                 )
                 step = env.step(parse_react_action(action) or action)
-                _advance(episode, action, step)
+                episode.record(action, step)
                 mask.append(True)
             else:
                 action = student.act(conversation, [episode])[0]
                 expected = teacher.act(conversation, [episode])[0]
                 step = env.step(action)
-                _advance(episode, action, step)
+                episode.record(action, step)
                 wrong = _plain(action) != _plain(expected)
                 if config.flag == "invalid":
                     wrong = wrong and step[4].get("valid_action", True) is False
@@ -192,7 +158,9 @@ def step_trajectories(
         env.close()
         metadata = {TURN_MASK_KEY: mask, FLAGGED_KEY: flagged, "method": "step"}
         name = f"step({getattr(student, 'name', 'student')}<-{getattr(teacher, 'name', 'teacher')})"
-        trajectories.append(_trajectory(episode, terminated, truncated or not terminated, name, metadata))
+        trajectories.append(
+            episode_trajectory(episode, terminated, name, truncated or not terminated, metadata)
+        )
     return trajectories
 
 
@@ -229,19 +197,20 @@ def rise_trajectories(
     improver = improver or policy
     trajectories = []
     for index in range(episodes):
-        env, episode = _start(env_id, seed + index, split, index)
+        episode = start_episode(env_id, seed + index, split, index)
+        env = episode.env
         terminated = truncated = False
         state = env.unwrapped.get_state()
         while not (terminated or truncated):  # the policy's episode; the last action is attempt 1
             state = env.unwrapped.get_state()
             action = policy.act([episode.conversation()], [episode])[0]
             step = env.step(action)
-            _advance(episode, action, step)
+            episode.record(action, step)
             terminated, truncated = bool(step[2]), bool(step[3])
         attempts = [episode.turn - 1]
         while len(attempts) < config.attempts and not episode.infos[-1].get("success", False):
             candidate, step = _score(env, state, episode, improver, config.candidates)
-            _advance(episode, candidate, step)  # the previous attempt's feedback is this turn's prompt
+            episode.record(candidate, step)  # the previous attempt's feedback is this turn's prompt
             attempts.append(episode.turn - 1)
             terminated, truncated = bool(step[2]), bool(step[3])
         env.close()
@@ -265,7 +234,7 @@ def rise_trajectories(
             "method": "rise",
         }
         name = f"rise({getattr(policy, 'name', 'policy')}<-{getattr(improver, 'name', 'improver')})"
-        trajectory = _trajectory(episode, terminated, truncated, name, metadata)
+        trajectory = episode_trajectory(episode, terminated, name, truncated, metadata)
         # the attempts replace one another: the episode's outcome is the last attempt's
         trajectory.success = bool(episode.infos[-1].get("success", False))
         trajectory.total_reward = rewards[-1]

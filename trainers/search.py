@@ -184,9 +184,7 @@ class MCTSAgent:
             action = self.policy.act([probe.conversation(self.config.history_window)], [probe])[0]
             observation, reward, terminated, truncated, info = env.step(action)
             self.env_steps += 1
-            probe.actions.append(action)
-            probe.observations.append(observation)
-            probe.infos.append(info)
+            probe.record(action, (observation, reward, terminated, truncated, info))
             total += scale * float(reward)
             scale *= self.config.discount
             if terminated or truncated:
@@ -217,18 +215,8 @@ class MCTSAgent:
     def _probe(self, node: Node, episode: LiveEpisode, seed_offset: int) -> LiveEpisode:
         """A `LiveEpisode` at `node` for the policy to read (its own seed, so rollouts differ)."""
         base = episode.seed if episode.seed is not None else episode.index
-        return LiveEpisode(
-            env=episode.env,
-            env_id=episode.env_id,
-            index=episode.index,
-            seed=int(np.random.default_rng([self.config.seed, base, seed_offset]).integers(2**31)),
-            split=episode.split,
-            requested_task_id=episode.requested_task_id,
-            reset_info=episode.reset_info,
-            observations=list(node.observations),
-            actions=list(node.actions),
-            infos=[*([{}] * (len(node.actions) - 1)), node.info] if node.actions else [],
-        )
+        seed = int(np.random.default_rng([self.config.seed, base, seed_offset]).integers(2**31))
+        return episode.fork(node.observations, node.actions, node.info, seed=seed)
 
 
 def _ucb(parent: Node, child: Node, exploration: float) -> float:

@@ -64,6 +64,43 @@ class LiveEpisode:
     def conversation(self, history_window: int | None = None) -> Conversation:
         return build_conversation(self.instructions, self.observations, self.actions, history_window)
 
+    def record(self, action: str, step: tuple, tokens: list[int] | None = None) -> None:
+        """Add one turn: `action` and what `env.step(action)` returned (`step`, the 5-tuple)."""
+        observation, reward, _, _, info = step
+        self.actions.append(action)
+        self.action_tokens.append(tokens)
+        self.observations.append(observation)
+        self.rewards.append(float(reward))
+        self.infos.append(dict(info))
+
+    def fork(
+        self,
+        observations: Sequence[str],
+        actions: Sequence[str],
+        info: dict[str, Any],
+        seed: int | None = None,
+    ) -> LiveEpisode:
+        """This episode at another history (a search tree's node), for a policy to read: the same env
+        and task, `observations`/`actions` as its turns so far, `info` as the latest info, and `seed`
+        (default: this episode's) for agents that sample by episode. Rewards and infos before the
+        last are not kept in a tree node: zeros and empty dicts stand in (policies read the
+        conversation and the latest info)."""
+        return LiveEpisode(
+            env=self.env,
+            env_id=self.env_id,
+            index=self.index,
+            seed=self.seed if seed is None else seed,
+            split=self.split,
+            requested_task_id=self.requested_task_id,
+            reset_info=self.reset_info,
+            observations=list(observations),
+            actions=list(actions),
+            action_tokens=[None] * len(actions),
+            rewards=[0.0] * len(actions),
+            infos=[*([{}] * (len(actions) - 1)), info] if actions else [],
+            slot=self.slot,
+        )
+
 
 @runtime_checkable
 class Agent(Protocol):
@@ -149,12 +186,8 @@ def rollout(
                     episode, action, tokens = stepping.pop(result.slot)
                     if result.error is not None:
                         raise _step_error(episode, action, result.error) from result.error
-                    observation, reward, terminated, truncated, info = result.value
-                    episode.actions.append(action)
-                    episode.action_tokens.append(tokens)
-                    episode.observations.append(observation)
-                    episode.rewards.append(float(reward))
-                    episode.infos.append(info)
+                    _, _, terminated, truncated, _ = result.value
+                    episode.record(action, result.value, tokens)
                     env_steps += 1
                     if terminated or truncated or episode.turn >= _turn_limit(episode.env, max_turns):
                         trajectory = episode_trajectory(episode, bool(terminated), agent_name)
@@ -246,6 +279,33 @@ def _reset_options(split: str, task_id: str | None) -> dict[str, Any]:
     return options
 
 
+def start_episode(
+    env: str | gymnasium.Env,
+    seed: int | None = None,
+    split: str = "train",
+    index: int = 0,
+    task_id: str | None = None,
+) -> LiveEpisode:
+    """Reset `env` (an env, or an id for `turngym.make`) and return its episode, for code that plays
+    one episode a step at a time outside `rollout` (tree search, reflection data): step
+    `episode.env`, add each turn with `episode.record`, end with `episode_trajectory`."""
+    if isinstance(env, str):
+        from turngym.registry import make
+
+        env = make(env)
+    observation, info = env.reset(seed=seed, options=_reset_options(split, task_id))
+    return LiveEpisode(
+        env=env,
+        env_id=env_id_of(env),
+        index=index,
+        seed=seed,
+        split=split,
+        requested_task_id=task_id,
+        reset_info=info,
+        observations=[observation],
+    )
+
+
 def _started(
     envs: EnvBackend, result: EnvResult, index: int, plan: list[tuple[int | None, str | None]], split: str
 ) -> LiveEpisode:
@@ -317,9 +377,16 @@ def _check_actions(actions: object, expected: int, agent_name: str) -> None:
         raise TurnGymError(f"agent {agent_name} returned non-string actions: {bad[:3]}")
 
 
-def episode_trajectory(episode: LiveEpisode, terminated: bool, agent_name: str) -> Trajectory:
-    """The finished `episode` as a Trajectory (truncated unless the env terminated it; metadata: the
-    split and the reset's task type). Anything that plays episodes outside `rollout` builds its
+def episode_trajectory(
+    episode: LiveEpisode,
+    terminated: bool,
+    agent_name: str,
+    truncated: bool | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Trajectory:
+    """The finished `episode` as a Trajectory (truncated unless the env terminated it, or as
+    `truncated` says where the caller stopped for its own reasons; metadata: the split and the
+    reset's task type, or `metadata`). Anything that plays episodes outside `rollout` builds its
     trajectories with this too."""
     reset_info = episode.reset_info
     turns = [
@@ -328,9 +395,10 @@ def episode_trajectory(episode: LiveEpisode, terminated: bool, agent_name: str) 
             episode.observations, episode.actions, episode.rewards, episode.infos, episode.action_tokens
         )
     ]
-    metadata: dict[str, Any] = {"split": episode.split}
-    if "task_type" in reset_info:
-        metadata["task_type"] = reset_info["task_type"]
+    if metadata is None:
+        metadata = {"split": episode.split}
+        if "task_type" in reset_info:
+            metadata["task_type"] = reset_info["task_type"]
     return Trajectory(
         env_id=episode.env_id,
         task_id=reset_info.get("task_id", episode.requested_task_id),
@@ -342,7 +410,7 @@ def episode_trajectory(episode: LiveEpisode, terminated: bool, agent_name: str) 
         success=bool(episode.info.get("success", False)),
         total_reward=float(sum(episode.rewards)),
         terminated=terminated,
-        truncated=not terminated,
+        truncated=not terminated if truncated is None else truncated,
         agent=agent_name,
         metadata=metadata,
     )
