@@ -27,17 +27,15 @@ from pathlib import Path
 from turngym.eval import wilson_interval
 from turngym.trainers.agent_q import AgentQConfig, AgentQTrainer
 from turngym.trainers.bc import BCConfig, BCTrainer
+from turngym.trainers.demo import SETUPS
 
 ENV = "turngym/RiverCrossing-v0"
-SHARED = {  # bench/offline_rl.py's: the demo's prompt, a smaller TinyAgent (a CPU shared by many)
+# the demo's prompt (trainers/demo.py SETUPS: 4 new tokens, history window 0) with a smaller TinyAgent
+# (a CPU shared by many); bench/offline_rl.py and bench/agent_q.py share it
+SHARED = {
     "env_id": ENV,
-    "max_new_tokens": 4,
-    "history_window": 0,
-    "tiny_layers": 2,
-    "tiny_embd": 64,
-    "tiny_heads": 2,
-    "tensorboard": False,
-    "progress": False,
+    **SETUPS[ENV]["shared"],
+    **{"tiny_layers": 2, "tiny_embd": 64, "tiny_heads": 2, "tensorboard": False, "progress": False},
 }
 BC = {"expert_episodes": 16, "epochs": 20, "batch_size": 16, "lr": 1e-3}
 AGENT_Q = {

@@ -29,17 +29,15 @@ from turngym.storage import write_trajectories
 from turngym.trainers.alol import AlolConfig, AlolTrainer
 from turngym.trainers.archer import ArcherConfig, ArcherTrainer
 from turngym.trainers.bc import BCConfig, BCTrainer
+from turngym.trainers.demo import SETUPS
 
 ENV = "turngym/RiverCrossing-v0"
-SHARED = {  # the demo's prompt (trainers/demo.py SETUPS), a smaller TinyAgent (a CPU shared by many)
+# the demo's prompt (trainers/demo.py SETUPS: 4 new tokens, history window 0) with a smaller TinyAgent
+# (a CPU shared by many); bench/offline_rl.py and bench/agent_q.py share it
+SHARED = {
     "env_id": ENV,
-    "max_new_tokens": 4,
-    "history_window": 0,
-    "tiny_layers": 2,
-    "tiny_embd": 64,
-    "tiny_heads": 2,
-    "tensorboard": False,
-    "progress": False,
+    **SETUPS[ENV]["shared"],
+    **{"tiny_layers": 2, "tiny_embd": 64, "tiny_heads": 2, "tensorboard": False, "progress": False},
 }
 BC = {"epochs": 8, "batch_size": 16, "lr": 1e-3}
 ALOL = {"epochs": 5, "batch_size": 16, "lr": 2e-4, "value_epochs": 10, "clip": 0.9}
