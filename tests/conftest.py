@@ -157,3 +157,8 @@ def register_chain3() -> str:
             CHAIN3, ChainEnv, max_episode_steps=4, kwargs={"length": 3}, description="3-state chain"
         )
     return CHAIN3
+
+
+def set_args(values: list[str]) -> list[str]:
+    """`turngym train`'s `--set key=value` arguments for `values` (the CLI tests' overrides)."""
+    return [arg for value in values for arg in ("--set", value)]

@@ -293,17 +293,8 @@ def start_episode(
         from turngym.registry import make
 
         env = make(env)
-    observation, info = env.reset(seed=seed, options=_reset_options(split, task_id))
-    return LiveEpisode(
-        env=env,
-        env_id=env_id_of(env),
-        index=index,
-        seed=seed,
-        split=split,
-        requested_task_id=task_id,
-        reset_info=info,
-        observations=[observation],
-    )
+    reset = env.reset(seed=seed, options=_reset_options(split, task_id))
+    return _reset_episode(env, index, seed, split, task_id, reset)
 
 
 def _started(
@@ -311,9 +302,21 @@ def _started(
 ) -> LiveEpisode:
     if result.error is not None:  # a bad task id or option: the env's own error, as from `env.reset`
         raise result.error
-    observation, info = result.value
-    env = envs.env(result.slot)
     seed, task_id = plan[index]
+    return _reset_episode(envs.env(result.slot), index, seed, split, task_id, result.value, result.slot)
+
+
+def _reset_episode(
+    env: gymnasium.Env | WorkerEnvProxy,
+    index: int,
+    seed: int | None,
+    split: str,
+    task_id: str | None,
+    reset: tuple[str, dict[str, Any]],
+    slot: int = 0,
+) -> LiveEpisode:
+    """A new episode from what `env.reset` returned (`reset`: the observation and info)."""
+    observation, info = reset
     return LiveEpisode(
         env=env,
         env_id=env_id_of(env),
@@ -323,7 +326,7 @@ def _started(
         requested_task_id=task_id,
         reset_info=info,
         observations=[observation],
-        slot=result.slot,
+        slot=slot,
     )
 
 

@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from conftest import set_args
 from typer.testing import CliRunner
 
 from turngym.cli import app
@@ -29,10 +30,6 @@ TINY = [
     "tensorboard=false",
     "progress=false",
 ]
-
-
-def _sets(values: list[str]) -> list[str]:
-    return [arg for value in values for arg in ("--set", value)]
 
 
 @pytest.mark.parametrize(
@@ -57,7 +54,7 @@ def test_each_credit_method_trains_from_the_cli(algo, env_id, credit, tmp_path):
         "train",
         algo,
         env_id,
-        *_sets([*TINY, *extra, f"credit={credit}", f"runs_dir={tmp_path / 'runs'}"]),
+        *set_args([*TINY, *extra, f"credit={credit}", f"runs_dir={tmp_path / 'runs'}"]),
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -75,7 +72,7 @@ def test_each_credit_method_trains_from_the_cli(algo, env_id, credit, tmp_path):
 
 @pytest.mark.parametrize("algo", ["grpo", "ppo"])
 def test_info_gain_without_an_answer_is_a_one_line_cli_error(algo, tmp_path):
-    args = ["train", algo, "turngym/Sokoban-v0", *_sets(["credit=info_gain", f"runs_dir={tmp_path}"])]
+    args = ["train", algo, "turngym/Sokoban-v0", *set_args(["credit=info_gain", f"runs_dir={tmp_path}"])]
     result = runner.invoke(app, args)
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 2, result.output

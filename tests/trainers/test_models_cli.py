@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
+from conftest import set_args  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from turngym.agents.hf import HFAgent  # noqa: E402
@@ -36,12 +37,8 @@ BC = ["epochs=1", "expert_episodes=4"]
 GRPO = ["iterations=1", "group_size=2"]
 
 
-def _sets(values):
-    return [arg for value in values for arg in ("--set", value)]
-
-
 def _train(algo, runs, *values):
-    result = runner.invoke(app, ["train", algo, ENV, *_sets([*SMALL, f"runs_dir={runs}", *values])])
+    result = runner.invoke(app, ["train", algo, ENV, *set_args([*SMALL, f"runs_dir={runs}", *values])])
     assert result.exit_code == 0, result.output
     return result
 
@@ -113,7 +110,7 @@ def test_eval_of_a_saved_agent_repeats_the_runs_final_eval(tmp_path):
     # window, at eval's old batch size 16 this agent scored 33.3% in 5.75 turns instead of 50% in 4.25)
     values = ["tiny_layers=1", "tiny_embd=32", "epochs=4", "expert_episodes=8", "eval_episodes=12"]
     result = runner.invoke(
-        app, ["train", "bc", "turngym/FrozenLake-v0", *_sets([*SMALL, f"runs_dir={tmp_path}", *values])]
+        app, ["train", "bc", "turngym/FrozenLake-v0", *set_args([*SMALL, f"runs_dir={tmp_path}", *values])]
     )
     assert result.exit_code == 0, result.output
     run = tmp_path / "bc-FrozenLake-v0-s0"
@@ -157,7 +154,7 @@ def test_eval_of_a_saved_agent_repeats_the_runs_final_eval(tmp_path):
     ],
 )
 def test_bad_model_settings_are_one_line_errors(tmp_path, value, message):
-    sets = _sets([f"runs_dir={tmp_path}", "device=cpu", value])
+    sets = set_args([f"runs_dir={tmp_path}", "device=cpu", value])
     result = runner.invoke(app, ["train", "bc", ENV, *sets])
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and message in " ".join(result.output.split())
@@ -167,7 +164,7 @@ def test_init_from_a_folder_without_an_agent_and_with_model_are_errors(tmp_path)
     (tmp_path / "empty").mkdir()
     result = runner.invoke(app, ["train", "bc", ENV, "--set", f"init_from={tmp_path / 'empty'}"])
     assert result.exit_code == 2 and "holds no saved agent" in result.output
-    result = runner.invoke(app, ["train", "bc", ENV, *_sets(["init_from=a", "model=b"])])
+    result = runner.invoke(app, ["train", "bc", ENV, *set_args(["init_from=a", "model=b"])])
     assert result.exit_code == 2 and "not both" in result.output
 
 
@@ -248,7 +245,7 @@ def test_smollm2_with_lora_runs_one_iteration_of_each_trainer(tmp_path, algo):
     it repeats the run's last eval."""
     _needs_smollm2()
     values, loss_key = ONE_ITERATION[algo]
-    sets = _sets([*SMOLLM2_TINY, *values, f"runs_dir={tmp_path}"])
+    sets = set_args([*SMOLLM2_TINY, *values, f"runs_dir={tmp_path}"])
     result = runner.invoke(app, ["train", algo, ENV, *sets])
     assert result.exit_code == 0, result.output
     (run,) = tmp_path.iterdir()

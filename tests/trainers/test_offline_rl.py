@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from conftest import BanditEnv  # noqa: E402
+from conftest import BanditEnv, set_args  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 import turngym  # noqa: E402
@@ -99,10 +99,6 @@ runner = CliRunner()
 CLI = [f"{key}={value}" for key, value in SMALL.items() if key != "env_id"]
 
 
-def _sets(values):
-    return [arg for value in values for arg in ("--set", value)]
-
-
 @pytest.mark.parametrize(
     "algo, values",
     [
@@ -112,12 +108,12 @@ def _sets(values):
 )
 def test_offline_training_from_the_cli(algo, values, tmp_path, logged):
     key = "data" if algo == "alol" else "offline_data"
-    args = ["train", algo, BANDIT, *_sets([*CLI, *values, f"{key}={logged}", f"runs_dir={tmp_path}"])]
+    args = ["train", algo, BANDIT, *set_args([*CLI, *values, f"{key}={logged}", f"runs_dir={tmp_path}"])]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["charts/env_steps"] == 0 and "eval/success_rate" in metrics[-1]
-    bad = runner.invoke(app, ["train", algo, BANDIT, *_sets([f"{key}={tmp_path / 'none.jsonl'}"])])
+    bad = runner.invoke(app, ["train", algo, BANDIT, *set_args([f"{key}={tmp_path / 'none.jsonl'}"])])
     lines = [line for line in bad.output.splitlines() if line.strip()]
     assert bad.exit_code == 2 and len(lines) == 1 and "JSONL" in lines[0], bad.output

@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from conftest import set_args
 from typer.testing import CliRunner
 
 from turngym.cli import app
@@ -27,7 +28,7 @@ TINY = [
 
 
 def _train(algo, env_id, tmp_path, *extra, resume=False):
-    sets = [arg for value in [*TINY, f"runs_dir={tmp_path}", *extra] for arg in ("--set", value)]
+    sets = set_args([*TINY, f"runs_dir={tmp_path}", *extra])
     return runner.invoke(app, ["train", algo, env_id, *sets, "--quiet", *(["--resume"] if resume else [])])
 
 

@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from conftest import set_args
 from typer.testing import CliRunner
 
 import turngym
@@ -32,10 +33,6 @@ TINY = [
 ]
 
 
-def _sets(values):
-    return [arg for value in values for arg in ("--set", value)]
-
-
 def test_train_then_report(tmp_path, monkeypatch):
     config = tmp_path / "bc.yaml"
     config.write_text("expert_episodes: 2\nlr: 0.003\n")
@@ -45,7 +42,7 @@ def test_train_then_report(tmp_path, monkeypatch):
         "turngym/KeyDoor-v0",
         "--config",
         str(config),
-        *_sets([*TINY, f"runs_dir={tmp_path}"]),
+        *set_args([*TINY, f"runs_dir={tmp_path}"]),
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -62,7 +59,7 @@ def test_train_then_report(tmp_path, monkeypatch):
         "train",
         "grpo",
         "turngym/KeyDoor-v0",
-        *_sets([*TINY, "group_size=2", "eval_episodes=2", "max_turns=3", f"runs_dir={tmp_path}"]),
+        *set_args([*TINY, "group_size=2", "eval_episodes=2", "max_turns=3", f"runs_dir={tmp_path}"]),
     ]
     assert runner.invoke(app, grpo_args).exit_code == 0
     grpo_dir = tmp_path / "grpo-KeyDoor-v0-s0"
