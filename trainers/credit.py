@@ -95,6 +95,10 @@ class CreditConfig(TrainConfig):
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.spa_lr <= 0:
             raise ConfigError(f"spa_lr must be > 0, got {self.spa_lr}")
+        if self.credit == "info_gain":  # here, before a trainer makes its run folder
+            from turngym.trainers.credit_info_gain import check_has_answer
+
+            check_has_answer(self.env_id, self.seed)
 
 
 class Credit:

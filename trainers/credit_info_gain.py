@@ -79,7 +79,6 @@ class InfoGainCredit(Credit):
         super().__init__(config, agent)
         if scorer is None and agent is None:
             raise ConfigError("credit=info_gain needs the policy agent (or a scorer) to score answers")
-        check_has_answer(config.env_id, config.seed)  # fail before training, not at the first update
         self.scorer = scorer or self._policy_scorer
 
     def _policy_scorer(self, conversations: Sequence[Conversation], answers: Sequence[str]) -> np.ndarray:

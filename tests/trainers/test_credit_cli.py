@@ -78,3 +78,4 @@ def test_info_gain_without_an_answer_is_a_one_line_cli_error(algo, tmp_path):
     assert result.exit_code == 2, result.output
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert "single correct answer" in lines[0] and "TwentyQuestions" in lines[0]
+    assert not list(tmp_path.iterdir())  # the config fails before a run folder is made
