@@ -158,13 +158,16 @@ def test_malformed_requests_are_4xx_with_a_message(url, data):
     http.delete(f"{url}/sessions/{session}")
 
 
-@settings(
-    max_examples=20,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+# hypothesis runs that repeat exactly (no example database, fixed seed) against the module's server
+REPEATABLE = {
+    "derandomize": True,
+    "database": None,
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.function_scoped_fixture],
+}
+
+
+@settings(max_examples=20, **REPEATABLE)
 @given(data=st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
 def test_any_body_is_answered_below_500(url, data):
     session = http.post(f"{url}/sessions", json={}).json()["session_id"]
@@ -176,13 +179,7 @@ def test_any_body_is_answered_below_500(url, data):
         http.delete(f"{url}/sessions/{session}")
 
 
-@settings(
-    max_examples=15,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@settings(max_examples=15, **REPEATABLE)
 @given(action=non_str_actions(["open door"]) | st.text(max_size=50))
 def test_whatever_the_model_sends_is_feedback_over_the_wire(url, action):
     env = remote(url)
