@@ -150,6 +150,11 @@ def main() -> None:
     parser.add_argument("--archer-set", action="append", default=[], help="ArCHer override key=value")
     parser.add_argument("--json", default="", help="write every run's record here")
     parser.add_argument(
+        "--runs-dir",
+        default="",
+        help="keep every run's folder here (default: a temp folder, removed at the end)",
+    )
+    parser.add_argument(
         "--summarize", nargs="+", default=[], help="only print the table of these --json files"
     )
     args = parser.parse_args()
@@ -160,7 +165,7 @@ def main() -> None:
             print(f"\n{env}: seeds {sorted({r['seed'] for r in runs})}")
             summarize(runs, list(dict.fromkeys(r["algo"] for r in runs)))
         return
-    root = tempfile.mkdtemp(prefix="turngym-bench-")
+    root = args.runs_dir or tempfile.mkdtemp(prefix="turngym-bench-")
     env_setup = setup(args.env)
     algos = {k: v for k, v in algorithms(env_setup, args.archer_set).items() if k in args.algos.split(",")}
     shared = {
@@ -228,7 +233,8 @@ def main() -> None:
     )
     summarize(records, list(algos))
     print(f"total wall time {time.perf_counter() - start:.0f} s")
-    shutil.rmtree(root, ignore_errors=True)
+    if not args.runs_dir:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
