@@ -96,9 +96,28 @@ class CreditConfig(TrainConfig):
         if self.spa_lr <= 0:
             raise ConfigError(f"spa_lr must be > 0, got {self.spa_lr}")
         if self.credit == "info_gain":  # here, before a trainer makes its run folder
-            from turngym.trainers.credit_info_gain import check_has_answer
-
             check_has_answer(self.env_id, self.seed)
+
+
+def no_answer_error(env_id: str) -> ConfigError:
+    return ConfigError(
+        f"credit=info_gain needs an env with a single correct answer (TwentyQuestions, GuessMyCity, "
+        f"Wordle, SearchQA, Calc); {env_id} has none: use credit=outcome, spa, gigpo or judge"
+    )
+
+
+def check_has_answer(env_id: str, seed: int = 0) -> None:
+    """One-line `ConfigError` unless `env_id`'s tasks have a single correct answer."""
+    import turngym
+
+    env = turngym.make(env_id)
+    try:
+        env.reset(seed=seed)
+        answer = env.unwrapped.answer_action()
+    finally:
+        env.close()
+    if answer is None:
+        raise no_answer_error(env_id)
 
 
 class Credit:

@@ -9,31 +9,10 @@ from typing import Any
 import numpy as np
 
 from turngym.errors import ConfigError
-from turngym.trainers.credit import Credit, CreditConfig
+from turngym.trainers.credit import Credit, CreditConfig, no_answer_error
 from turngym.types import Conversation, Trajectory, build_conversation
 
 AnswerScorer = Callable[[Sequence[Conversation], Sequence[str]], np.ndarray]
-
-
-def _no_answer_error(env_id: str) -> ConfigError:
-    return ConfigError(
-        f"credit=info_gain needs an env with a single correct answer (TwentyQuestions, GuessMyCity, "
-        f"Wordle, SearchQA, Calc); {env_id} has none: use credit=outcome, spa, gigpo or judge"
-    )
-
-
-def check_has_answer(env_id: str, seed: int = 0) -> None:
-    """One-line `ConfigError` unless `env_id`'s tasks have a single correct answer."""
-    import turngym
-
-    env = turngym.make(env_id)
-    try:
-        env.reset(seed=seed)
-        answer = env.unwrapped.answer_action()
-    finally:
-        env.close()
-    if answer is None:
-        raise _no_answer_error(env_id)
 
 
 def answer_actions(trajectories: Sequence[Trajectory]) -> list[str]:
@@ -55,7 +34,7 @@ def answer_actions(trajectories: Sequence[Trajectory]) -> list[str]:
             finally:
                 env.close()
             if answer is None:
-                raise _no_answer_error(t.env_id)
+                raise no_answer_error(t.env_id)
             found[key] = answer
         out.append(found[key])
     return out
