@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from turngym.errors import ConfigError
+from turngym.rollout import rollout
 from turngym.storage import atomic_write_bytes, to_json_line
 from turngym.trainers.collect import rollout_stats, sampling_as
 from turngym.trainers.dpo import DPOConfig, DPOTrainer, Pair, pair_rows, pairs_dataset
@@ -57,11 +58,9 @@ def search_pairs(
     pairs: list[Pair] = []
     trajectories: list[Trajectory] = []
     env_steps = 0
-    import turngym
-
     for seed in seeds:  # one agent per episode: its trees belong to one task's instructions
         agent = MCTSAgent(policy, search)
-        (trajectory,) = turngym.rollout(
+        (trajectory,) = rollout(
             env_id,
             agent,
             seeds=[seed],

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from turngym.errors import ConfigError
 from turngym.rollout import Agent, LiveEpisode, episode_trajectory, start_episode
 from turngym.trainers.bc import TURN_MASK_KEY, TURN_WEIGHT_KEY
-from turngym.trainers.search import MCTSAgent, MCTSConfig, Node
+from turngym.trainers.search import MCTSAgent, MCTSConfig, Node, turn_limit
 from turngym.types import Trajectory, build_conversation
 
 ERRORS = ("value", "model")
@@ -243,7 +243,7 @@ def agent_r_trajectories(
     for index, seed in enumerate(seeds):
         episode = start_episode(env_id, seed, split, index)
         env = episode.env
-        limit = (env.spec.max_episode_steps if env.spec is not None else None) or 50
+        limit = turn_limit(env)
         budget, k, c = config.budget, config.num_candidates, config.exploration
         tree = MCTSConfig(budget, k, c, keep_trees=True, seed=search_seed, history_window=history_window)
         search = MCTSAgent(agent, tree)

@@ -119,8 +119,7 @@ class MCTSAgent:
         task_key = zlib.crc32(str(episode.reset_info.get("task_id", "")).encode())
         episode_seed = episode.seed if episode.seed is not None else episode.index
         rng = np.random.default_rng([self.config.seed, episode_seed, task_key, episode.turn])
-        spec = episode.env.spec
-        limit = (spec.max_episode_steps if spec is not None else None) or DEFAULT_TURN_LIMIT
+        limit = turn_limit(episode.env)
         snapshot = env.get_state()
         root = Node(snapshot, list(episode.observations), list(episode.actions), dict(episode.info))
         try:
@@ -217,6 +216,13 @@ class MCTSAgent:
         base = episode.seed if episode.seed is not None else episode.index
         seed = int(np.random.default_rng([self.config.seed, base, seed_offset]).integers(2**31))
         return episode.fork(node.observations, node.actions, node.info, seed=seed)
+
+
+def turn_limit(env: Any) -> int:
+    """How many turns a search plays at most in `env`: its registered `max_episode_steps`, else
+    `DEFAULT_TURN_LIMIT` (a rollout of the policy must end)."""
+    spec = env.spec
+    return (spec.max_episode_steps if spec is not None else None) or DEFAULT_TURN_LIMIT
 
 
 def _ucb(parent: Node, child: Node, exploration: float) -> float:
