@@ -208,7 +208,9 @@ class StepTrainer(SelfTrainer):
 
     def data(self, seeds: Sequence[int]) -> tuple[list[Trajectory], int, dict[str, float]]:
         config = self.config
-        reflection = ReflectionConfig(flag=config.flag, max_turns=config.max_turns or 50)
+        reflection = ReflectionConfig(
+            flag=config.flag, max_turns=config.max_turns or ReflectionConfig.max_turns
+        )
         if config.step_reflection:
             reflection.reflection = config.step_reflection
         trajectories = step_trajectories(
