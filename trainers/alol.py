@@ -46,7 +46,7 @@ from turngym.trainers.common.optim import (
     minibatches,
     optimizer_step,
 )
-from turngym.trainers.common.policy import token_logprobs
+from turngym.trainers.common.packing import pack_turns, turn_logprobs
 from turngym.trainers.common.replay import Transition, transitions
 from turngym.trainers.common.runtime import autocast, torch_threads
 from turngym.types import Trajectory
@@ -224,11 +224,13 @@ class AlolTrainer(Trainer):
         """-A * clip(pi / pi_ref) * log pi(a | s), summed over the action's tokens, averaged over turns."""
         config = self.config
         turns = [self.turns[i] for i in index]
-        tokens = self.agent.token_batch([x.state for x in turns], [x.action for x in turns])
+        tokens = pack_turns(
+            self.agent, [x.state for x in turns], [x.action for x in turns], pack=config.pack_episodes
+        )
         with autocast(config, self.device):
-            logprobs = token_logprobs(self.agent.model, tokens).float().sum(-1)  # (b,) log pi(a | s)
+            logprobs = turn_logprobs(self.agent.model, tokens).sum(-1)  # (b,) log pi(a | s)
             with torch.no_grad():
-                ref_logprobs = token_logprobs(self.reference, tokens).float().sum(-1)  # (b,)
+                ref_logprobs = turn_logprobs(self.reference, tokens).sum(-1)  # (b,)
         advantage = torch.tensor(self.advantages[index], device=logprobs.device, dtype=torch.float32)
         loss, ratio = alol_loss(logprobs, ref_logprobs, advantage, config.clip)
         return loss, {"losses/alol": loss.item(), "values/importance_weight": ratio.mean().item()}

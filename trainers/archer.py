@@ -28,8 +28,8 @@ from turngym.trainers.common.collect import rollout_stats
 from turngym.trainers.common.critic import BACKBONES, DoubleCritic, critic_encoder, polyak_update
 from turngym.trainers.common.loop import Trainer
 from turngym.trainers.common.optim import deep_copy_frozen, make_optimizer, mean_metrics, optimizer_step
+from turngym.trainers.common.packing import pack_turns, turn_logprobs
 from turngym.trainers.common.pg import kl_penalty
-from turngym.trainers.common.policy import token_logprobs
 from turngym.trainers.common.replay import ReplayBuffer, Transition, transitions
 from turngym.trainers.common.runtime import autocast
 from turngym.trainers.credit import CreditConfig, build_credit, record_credit
@@ -246,7 +246,11 @@ class ArcherTrainer(Trainer):
             with torch.no_grad(), autocast(config, self.device):
                 q1, q2, v1, v2 = self.critic(states, actions)
             advantages.append((torch.minimum(q1, q2) - torch.minimum(v1, v2)).float())  # (b,)
-            tokens.append(self.agent.token_batch(states, actions, [g.token_ids for g in generations]))
+            tokens.append(
+                pack_turns(
+                    self.agent, states, actions, [g.token_ids for g in generations], pack=config.pack_episodes
+                )
+            )
         advantage = torch.cat(advantages)  # (B,)
         raw_mean = advantage.mean().item()
         if config.normalize_advantages and len(batch) > 1:
@@ -257,14 +261,14 @@ class ArcherTrainer(Trainer):
         for part, minibatch_tokens in zip(parts, tokens, strict=True):
             with autocast(config, self.device):
                 # of the sampling distribution (temperature T), the one the actions came from
-                logprobs = token_logprobs(self.agent.model, minibatch_tokens, config.temperature)  # (b, L-1)
-            mask = minibatch_tokens.action_mask[:, 1:].float()
+                logprobs = turn_logprobs(self.agent.model, minibatch_tokens, config.temperature)  # (b, T)
+            mask = minibatch_tokens.mask.float()
             pg_loss = -(advantage[part] * logprobs.sum(-1)).mean()
             loss = pg_loss
             metrics = {"losses/policy": pg_loss.item()}
             if self.reference is not None:
                 with torch.no_grad(), autocast(config, self.device):
-                    ref_logprobs = token_logprobs(self.reference, minibatch_tokens, config.temperature)
+                    ref_logprobs = turn_logprobs(self.reference, minibatch_tokens, config.temperature)
                 kl = kl_penalty(logprobs, ref_logprobs, mask)
                 loss = loss + config.kl_coef * kl
                 metrics["losses/kl"] = kl.item()

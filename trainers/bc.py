@@ -18,7 +18,7 @@ from turngym.trainers.common.collect import data_seed
 from turngym.trainers.common.config import TrainConfig
 from turngym.trainers.common.loop import Trainer
 from turngym.trainers.common.optim import gradient_steps, mean_metrics
-from turngym.trainers.common.policy import token_logprobs
+from turngym.trainers.common.packing import pack_turns, turn_logprobs
 from turngym.trainers.common.runtime import autocast
 from turngym.types import Conversation, Trajectory, build_conversation
 
@@ -94,10 +94,10 @@ def bc_loss(
     agent: Any, examples: Sequence[tuple[Conversation, str, float]], config: TrainConfig, device: Any
 ) -> torch.Tensor:
     """Weighted mean over examples of the mean per-token negative log-likelihood of the action."""
-    tokens = agent.token_batch([e[0] for e in examples], [e[1] for e in examples])
+    tokens = pack_turns(agent, [e[0] for e in examples], [e[1] for e in examples], pack=config.pack_episodes)
     with autocast(config, device):
-        logprobs = token_logprobs(agent.model, tokens)  # (B, L-1)
-    mask = tokens.action_mask[:, 1:].float()
+        logprobs = turn_logprobs(agent.model, tokens)  # (B, T)
+    mask = tokens.mask.float()
     nll = -(logprobs.sum(-1) / mask.sum(-1))  # (B,)
     weights = torch.tensor([e[2] for e in examples], device=nll.device)
     return (weights * nll).sum() / weights.abs().sum()

@@ -33,7 +33,7 @@ from turngym.storage import iter_jsonl
 from turngym.trainers.common.config import TrainConfig
 from turngym.trainers.common.loop import Trainer
 from turngym.trainers.common.optim import deep_copy_frozen, gradient_steps, mean_metrics
-from turngym.trainers.common.policy import token_logprobs
+from turngym.trainers.common.packing import pack_turns, turn_logprobs
 from turngym.trainers.common.runtime import autocast
 from turngym.types import Conversation
 
@@ -185,12 +185,12 @@ class DPOTrainer(Trainer):
         three (2B,) tensors, chosen first."""
         prompts = [p[0] for p in pairs] * 2
         actions = [p[1] for p in pairs] + [p[2] for p in pairs]  # batch is [chosen, rejected], as TRL's
-        tokens = self.agent.token_batch(prompts, actions)
+        tokens = pack_turns(self.agent, prompts, actions, pack=self.config.pack_episodes)
         with autocast(self.config, self.device):
-            logps = token_logprobs(self.agent.model, tokens).float().sum(-1)  # (2B,)
+            logps = turn_logprobs(self.agent.model, tokens).sum(-1)  # (2B,)
             with torch.no_grad():
-                ref_logps = token_logprobs(self.reference, tokens).float().sum(-1)  # (2B,)
-        return logps, ref_logps, tokens.action_mask[:, 1:].sum(-1)
+                ref_logps = turn_logprobs(self.reference, tokens).sum(-1)  # (2B,)
+        return logps, ref_logps, tokens.mask.sum(-1)
 
     def loss(self, pairs: Sequence[Pair]) -> tuple[torch.Tensor, dict[str, float]]:
         """The DPO loss of a minibatch of pairs (plus `sft_weight` x the chosen actions' NLL) and TRL's

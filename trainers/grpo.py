@@ -24,7 +24,8 @@ import torch
 from turngym.errors import ConfigError
 from turngym.trainers.common.collect import episode_seed, rollout_stats
 from turngym.trainers.common.loop import Trainer
-from turngym.trainers.common.optim import gradient_steps, mean_metrics
+from turngym.trainers.common.optim import mean_metrics
+from turngym.trainers.common.packing import episode_gradient_steps
 from turngym.trainers.common.pg import ClippedPolicyUpdate, PolicyGradientConfig
 from turngym.trainers.common.replay import transitions
 from turngym.trainers.credit import (
@@ -149,8 +150,8 @@ class GRPOTrainer(Trainer):
                 advantages,
             )
 
-        logs = gradient_steps(
-            len(examples), config, self.rng, loss, self.update.step, passes=config.ppo_epochs
+        logs = episode_gradient_steps(
+            [t.num_turns for t in trajectories], config, self.rng, loss, self.update.step, config.ppo_epochs
         )
         metrics = mean_metrics(logs)
         metrics.update(rollout_stats(trajectories))

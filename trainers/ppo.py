@@ -14,7 +14,8 @@ from turngym.errors import ConfigError
 from turngym.trainers.common.collect import rollout_stats
 from turngym.trainers.common.critic import BACKBONES, TextEncoder, ValueNet
 from turngym.trainers.common.loop import Trainer
-from turngym.trainers.common.optim import gradient_steps, make_optimizer, mean_metrics, optimizer_step
+from turngym.trainers.common.optim import make_optimizer, mean_metrics, optimizer_step
+from turngym.trainers.common.packing import episode_gradient_steps
 from turngym.trainers.common.pg import ClippedPolicyUpdate, PolicyGradientConfig
 from turngym.trainers.common.replay import transitions
 from turngym.trainers.common.runtime import autocast
@@ -142,7 +143,9 @@ class PPOTrainer(Trainer):
             self.update.step()
             optimizer_step(self.value_optimizer, None, self.value.parameters(), config.max_grad_norm)
 
-        logs = gradient_steps(len(states), config, self.rng, loss, step, passes=config.ppo_epochs)
+        logs = episode_gradient_steps(
+            [t.num_turns for t in trajectories], config, self.rng, loss, step, config.ppo_epochs
+        )
         metrics = mean_metrics(logs)
         metrics.update(rollout_stats(trajectories))
         metrics.update(credit_logs)

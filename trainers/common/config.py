@@ -112,6 +112,11 @@ class TrainConfig:
     """Weights' dtype: fp32, bf16 or fp16 (fp16 needs a GPU)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, ~30% more compute)."""
+    pack_episodes: bool = True
+    """Score the turns of one episode in one forward pass where that is exact: a turn whose prompt +
+    action token ids start a longer turn's prompt (the chat template keeps history as rendered, no
+    history_window cut) is read off that turn's sequence; any other turn is scored alone, as with
+    false. The same log-probs and gradients either way (docs/packing.md)."""
     tiny_layers: int = 2
     """Default policy (a TinyAgent built for the env): transformer blocks."""
     tiny_embd: int = 64

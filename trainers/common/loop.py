@@ -10,11 +10,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from turngym.trainers.common.collect import OffPolicyCollector, collect, evaluate_policy
 from turngym.trainers.common.config import TrainConfig
-from turngym.trainers.common.optim import minibatches, optimizer_step, policy_optimizer
+from turngym.trainers.common.optim import optimizer_step, policy_optimizer
 from turngym.trainers.common.policy import build_policy, eval_settings
 from turngym.trainers.common.run import Run, check_run_folder, checkpoint_state, load_checkpoint_state
 from turngym.trainers.common.runtime import autocast, resolve_device, seed_everything, torch_threads
@@ -210,21 +208,15 @@ class Trainer:
         denominators of PPO's and GRPO's ratios)."""
         import torch
 
-        from turngym.trainers.common.policy import token_logprobs
+        from turngym.trainers.common.packing import pack_turns, per_turn, turn_logprobs
 
         config = self.config
         behaviour = getattr(self, "behaviour", None) or self.agent  # the policy that played them
-        out: list[Any] = [None] * len(states)
-        with torch.no_grad():
-            for index in minibatches(len(states), config.batch_size, np.random.default_rng(0)):
-                tokens = behaviour.token_batch(
-                    [states[i] for i in index], [actions[i] for i in index], [action_tokens[i] for i in index]
-                )
-                with autocast(config, self.device):
-                    logprobs = token_logprobs(behaviour.model, tokens, config.temperature).float()
-                for row, i in enumerate(index):
-                    out[i] = logprobs[row][tokens.action_mask[row, 1:]]
-        return out
+        # all the turns at once: each episode's turns share one row where that is exact (pack_episodes)
+        tokens = pack_turns(behaviour, states, actions, action_tokens, pack=config.pack_episodes)
+        with torch.no_grad(), autocast(config, self.device):
+            logprobs = turn_logprobs(behaviour.model, tokens, config.temperature, config.batch_size)
+        return per_turn(logprobs, tokens)
 
     def state_dict(self) -> dict[str, Any]:
         return checkpoint_state(self.agent, **self._checkpoint_parts())

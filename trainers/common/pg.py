@@ -13,7 +13,7 @@ import torch
 
 from turngym.errors import ConfigError
 from turngym.trainers.common.optim import deep_copy_frozen, optimizer_step, policy_optimizer
-from turngym.trainers.common.policy import token_logprobs
+from turngym.trainers.common.packing import pack_turns, turn_logprobs
 from turngym.trainers.common.runtime import autocast
 from turngym.trainers.credit.base import CreditConfig
 
@@ -33,6 +33,10 @@ class PolicyGradientConfig(CreditConfig):
     """Passes over each iteration's turns."""
     kl_coef: float = 0.0
     """Weight of the KL penalty to the reference policy (the policy at the start of training)."""
+    minibatch_episodes: int = 0
+    """0: each minibatch is `batch_size` turns drawn at random from all episodes. k >= 1: each is k
+    whole episodes drawn at random, so that with pack_episodes each episode is one forward pass
+    (docs/packing.md); with grad_accum_steps, minibatches weigh by their share of episodes."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -41,6 +45,10 @@ class PolicyGradientConfig(CreditConfig):
         if self.ppo_epochs < 1 or self.kl_coef < 0:
             raise ConfigError(
                 f"ppo_epochs must be >= 1 and kl_coef >= 0, got {self.ppo_epochs} and {self.kl_coef}"
+            )
+        if self.minibatch_episodes < 0:
+            raise ConfigError(
+                f"minibatch_episodes must be >= 0 (0: minibatches of batch_size turns), got {self.minibatch_episodes}"
             )
 
 
@@ -87,19 +95,19 @@ class ClippedPolicyUpdate:
         """The clipped surrogate (+ kl_coef x KL) of one minibatch of turns: `old` holds each action's
         per-token log-probs before the update (`Trainer.old_logprobs`), `advantages` one value per turn."""
         config = self.config
-        tokens = self.agent.token_batch(states, actions, action_tokens)
-        mask = tokens.action_mask[:, 1:]
+        tokens = pack_turns(self.agent, states, actions, action_tokens, pack=config.pack_episodes)
+        mask = tokens.mask
         old_logprobs = torch.zeros(mask.shape, device=self.device)
         old_logprobs[mask] = torch.cat(list(old))  # actions sit at the right end of each row, in order
         with autocast(config, self.device):
-            logprobs = token_logprobs(self.agent.model, tokens, config.temperature)
+            logprobs = turn_logprobs(self.agent.model, tokens, config.temperature)
         loss, clipped = clipped_policy_loss(
             logprobs, old_logprobs, advantages, mask.float(), config.clip_range
         )
         metrics = {"losses/policy": loss.item(), "charts/clip_fraction": clipped}
         if self.reference is not None:
             with torch.no_grad(), autocast(config, self.device):
-                ref = token_logprobs(self.reference, tokens, config.temperature)
+                ref = turn_logprobs(self.reference, tokens, config.temperature)
             kl = kl_penalty(logprobs, ref, mask.float())
             loss = loss + config.kl_coef * kl
             metrics["losses/kl"] = kl.item()

@@ -1,8 +1,8 @@
 """The policy a trainer config names: a TinyAgent for the env (default), a Hugging Face model
 (`model=`, optionally with a LoRA adapter), or a saved agent to continue from (`init_from=`), in
 the config's precision; the eval settings saved with it, so `turngym eval --agent` repeats the
-run's own final eval; and the log-probs of its action tokens (`token_logprobs`), which every gradient
-trainer scores."""
+run's own final eval; and the log-probs of its action tokens, one turn per row (`token_logprobs`: the
+reference that `turngym.trainers.common.packing`, which the trainers score with, is tested against)."""
 
 from __future__ import annotations
 

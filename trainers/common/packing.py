@@ -1,0 +1,249 @@
+"""One forward pass per episode: the turns a trainer scores, packed so that every turn whose tokens
+(prompt + action) are a prefix of a longer turn's tokens is read off that turn's sequence.
+
+A multi-turn prompt repeats the whole episode so far, so scoring each turn as its own sample prefills
+the episode's start once per turn (a 20-turn episode: ~20 prefills, quadratic in its length). When the
+chat template keeps the history as it rendered it and no turn was cut from the context (no
+`history_window`, nothing dropped by `max_context_tokens`), turn k's prompt + action is, token for
+token, the start of turn k+1's prompt, and a causal model gives turn k's action tokens the same
+log-probs at the same positions of the longer sequence. `pack_turns` checks this on the token ids of
+each turn (it never assumes it): a turn whose ids are not a prefix of another's (a history window, a
+template that rewrites past turns such as Qwen3's, which drops earlier `<think>` blocks, an action cut
+at a stop string rather than EOS) gets a row of its own, as before.
+
+`turn_logprobs` then reads the log-probs of each turn's action tokens from the packed rows, computing
+the LM head only at those positions (the hidden states of the whole row, but not a vocabulary-sized
+logit vector for every prompt token), and hands them back per turn, right-aligned in a (turns, T)
+tensor with its mask: the layout of the action tokens in `HFAgent.token_batch`'s rows, so the losses
+that used `token_logprobs(...)` and `action_mask[:, 1:]` read them unchanged."""
+
+from __future__ import annotations
+
+import dataclasses
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from turngym.trainers.common.optim import gradient_steps
+
+if TYPE_CHECKING:
+    from turngym.agents.hf import HFAgent
+    from turngym.trainers.common.config import TrainConfig
+    from turngym.types import Conversation
+
+
+@dataclass
+class PackedTurns:
+    """Turns packed into rows for one teacher-forced pass (see the module docstring).
+
+    Row r is the prompt + action ids of one turn (its host), left-padded to L. `rows[n]`, `positions[n]`
+    give where the logits that predict action token n are read (the token sits at `positions[n] + 1`),
+    `targets[n]` its id; n runs over the turns in order, each turn's action tokens in order."""
+
+    input_ids: torch.Tensor  # (R, L)
+    attention_mask: torch.Tensor  # (R, L)
+    position_ids: torch.Tensor  # (R, L)
+    rows: torch.Tensor  # (N,) row of each action token's logits
+    positions: torch.Tensor  # (N,) index in that row of the logits predicting the token
+    targets: torch.Tensor  # (N,) the action token ids
+    mask: torch.Tensor  # (B, T) bool: turn i's action tokens, right-aligned (T: the longest action)
+    host: list[int]  # the turn whose sequence each turn is read from (itself where it is not packed)
+
+    @property
+    def num_turns(self) -> int:
+        return self.mask.shape[0]
+
+    @property
+    def num_rows(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def pack_turns(
+    agent: HFAgent,
+    states: Sequence[Conversation],
+    actions: Sequence[str],
+    action_tokens: Sequence[Sequence[int] | None] | None = None,
+    *,
+    pack: bool = True,
+) -> PackedTurns:
+    """The turns (prompt `states[i]`, action `actions[i]`; its sampled ids `action_tokens[i]` where
+    given, else `agent.action_ids`, as `HFAgent.token_batch` tokenizes them) packed into rows: a turn
+    whose prompt + action ids are a prefix of a longer turn's is read from that turn's row (any turn
+    that holds it, of its episode or of another with the same start: the ids, hence the log-probs, are
+    the same). `pack=False` gives every turn its own row (per-turn scoring)."""
+    if len(states) != len(actions):
+        raise ValueError(f"{len(states)} conversations but {len(actions)} actions")
+    if action_tokens is not None and len(action_tokens) != len(actions):
+        raise ValueError(f"{len(actions)} actions but {len(action_tokens)} action token lists")
+    prompts = [agent.prompt_ids(c) for c in states]
+    tokens = action_tokens if action_tokens is not None else [None] * len(actions)
+    targets = [agent.action_ids(a) if t is None else list(t) for a, t in zip(actions, tokens)]
+    sequences = [p + t for p, t in zip(prompts, targets)]
+    host = _hosts(sequences) if pack else list(range(len(sequences)))
+    # rows longest first: a pass over a slice of them (`rows_per_pass`) pads little
+    row_turns = sorted(dict.fromkeys(host), key=lambda h: len(sequences[h]), reverse=True)
+    row_of = {h: r for r, h in enumerate(row_turns)}
+    input_ids, attention_mask, position_ids = agent._left_pad([sequences[h] for h in row_turns])
+    length = input_ids.shape[1]
+    rows, positions, target_ids = [], [], []
+    for i, h in enumerate(host):
+        offset = length - len(sequences[h])  # left padding of the host's row
+        first = offset + len(prompts[i]) - 1  # the logits at the last prompt token predict token 0
+        rows += [row_of[h]] * len(targets[i])
+        positions += range(first, first + len(targets[i]))
+        target_ids += targets[i]
+    widest = max((len(t) for t in targets), default=0)
+    mask = torch.zeros(len(targets), widest, dtype=torch.bool)
+    for i, t in enumerate(targets):
+        mask[i, widest - len(t) :] = True
+    device = input_ids.device
+    return PackedTurns(
+        input_ids,
+        attention_mask,
+        position_ids,
+        torch.tensor(rows, dtype=torch.long, device=device),
+        torch.tensor(positions, dtype=torch.long, device=device),
+        torch.tensor(target_ids, dtype=torch.long, device=device),
+        mask.to(device),
+        host,
+    )
+
+
+def _hosts(sequences: Sequence[list[int]]) -> list[int]:
+    """For each sequence, the index of the longest-first sequence it is a prefix of (itself if none)."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]), reverse=True)
+    host = list(range(len(sequences)))
+    owners: list[int] = []  # sequences that own a row, longest first
+    for i in order:
+        sequence, n = sequences[i], len(sequences[i])
+        for h in owners:
+            candidate = sequences[h]
+            # the last token first: a cheap test that rejects almost every other episode
+            if candidate[n - 1] == sequence[n - 1] and candidate[:n] == sequence:
+                host[i] = h
+                break
+        else:
+            owners.append(i)
+    return host
+
+
+def turn_logprobs(
+    model: torch.nn.Module, batch: PackedTurns, temperature: float = 1.0, rows_per_pass: int | None = None
+) -> torch.Tensor:
+    """Log-probs (B, T) of each turn's action tokens under `model` (at `temperature` T: of softmax(logits
+    / T); T = 0 reads as 1), right-aligned as `batch.mask` marks them, 0 elsewhere; float32, with
+    gradients unless called under `torch.no_grad()`. `rows_per_pass` splits the rows into passes of at
+    most that many (one pass by default)."""
+    step = rows_per_pass or batch.num_rows
+    flat = torch.zeros(batch.targets.shape[0], device=batch.targets.device)
+    for start in range(0, batch.num_rows, step):
+        chosen = (batch.rows >= start) & (batch.rows < start + step)
+        index = chosen.nonzero().squeeze(-1)
+        part = slice(start, start + step)
+        # these rows' own width: the columns that are padding in all of them are left out
+        cut = batch.input_ids.shape[1] - int(batch.attention_mask[part].sum(-1).max())
+        logits = action_logits(
+            model,
+            batch.input_ids[part, cut:],
+            batch.attention_mask[part, cut:],
+            batch.position_ids[part, cut:],
+            batch.rows[index] - start,
+            batch.positions[index] - cut,
+        ).float()  # (n, V)
+        if temperature > 0 and temperature != 1:
+            logits = logits / temperature
+        taken = logits.log_softmax(-1).gather(-1, batch.targets[index].unsqueeze(-1)).squeeze(-1)
+        flat = flat.index_put((index,), taken)
+    return torch.zeros(batch.mask.shape, device=flat.device).masked_scatter(batch.mask, flat)
+
+
+def per_turn(logprobs: torch.Tensor, batch: PackedTurns) -> list[torch.Tensor]:
+    """`turn_logprobs`' result as one 1-D tensor per turn, over its action tokens."""
+    return [row[mask] for row, mask in zip(logprobs, batch.mask)]
+
+
+# Whether a model's logits are its LM head applied to its body's last hidden states, checked once per
+# model (`_head_is_plain`): then `action_logits` runs the head only where it is read.
+_PLAIN_HEAD: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
+def action_logits(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    rows: torch.Tensor,
+    positions: torch.Tensor,
+) -> torch.Tensor:
+    """The logits (n, V) of `model` at (rows[k], positions[k]) of a pass over the rows, without the
+    (R, L, V) logits of every position: the body's hidden states are gathered at those positions and
+    only they go through the LM head. A model whose logits are more than its head over its hidden states
+    (a soft cap, a logit scale: found by comparing the two once on this batch) gets a full pass."""
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+    parts = _body_and_head(model)
+    if parts is not None and _head_is_plain(model, parts, inputs):
+        body, head = parts
+        hidden = body(**inputs, use_cache=False)[0]  # (R, L, H)
+        return head(hidden[rows, positions])
+    return model(**inputs).logits[rows, positions]
+
+
+def _body_and_head(model: torch.nn.Module) -> tuple[Any, Any] | None:
+    """The transformer body (returning hidden states) and the LM head of a transformers causal LM,
+    through a PEFT wrapper (its LoRA layers sit inside both); None for anything else."""
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    prefix = getattr(lm, "base_model_prefix", None)
+    body = getattr(lm, prefix, None) if prefix else None
+    head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
+    if body is None or head is None or body is lm:
+        return None
+    return body, head
+
+
+def _head_is_plain(model: torch.nn.Module, parts: tuple[Any, Any], inputs: dict[str, torch.Tensor]) -> bool:
+    known = _PLAIN_HEAD.get(model)
+    if known is not None:
+        return known
+    body, head = parts
+    # the last tokens of one row are enough (not the whole row: its full logits are what is saved)
+    sample = {key: value[:1, -16:] for key, value in inputs.items()}
+    was_training = model.training
+    model.eval()  # no dropout in the comparison
+    try:
+        with torch.no_grad(), torch.autocast(sample["input_ids"].device.type, enabled=False):
+            full = model(**sample).logits.float()
+            ours = head(body(**sample, use_cache=False)[0]).float()
+    finally:
+        model.train(was_training)
+    plain = full.shape == ours.shape and torch.allclose(full, ours, rtol=1e-5, atol=1e-5)
+    _PLAIN_HEAD[model] = plain
+    return plain
+
+
+def episode_gradient_steps(
+    episode_turns: Sequence[int],
+    config: TrainConfig,
+    rng: np.random.Generator,
+    loss: Callable[[np.ndarray], tuple[torch.Tensor, dict[str, float]]],
+    step: Callable[[], Any],
+    passes: int = 1,
+) -> list[dict[str, float]]:
+    """`gradient_steps` over the turns of consecutive episodes (`episode_turns[e]` turns each, in
+    order; `loss` takes turn indices): minibatches of `batch_size` turns drawn at random, or, with
+    `config.minibatch_episodes` = k >= 1, of k whole episodes drawn at random, so that a minibatch holds
+    every turn of its episodes and `pack_turns` scores each episode in one row."""
+    episodes = getattr(config, "minibatch_episodes", 0)
+    if not episodes:
+        return gradient_steps(sum(episode_turns), config, rng, loss, step, passes)
+    ends = np.cumsum(episode_turns)
+    starts = ends - np.asarray(episode_turns)
+
+    def episode_loss(index: np.ndarray) -> tuple[torch.Tensor, dict[str, float]]:
+        return loss(np.concatenate([np.arange(starts[e], ends[e]) for e in index]))
+
+    by_episode = dataclasses.replace(config, batch_size=episodes)
+    return gradient_steps(len(episode_turns), by_episode, rng, episode_loss, step, passes)
