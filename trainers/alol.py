@@ -103,6 +103,7 @@ class AlolConfig(TrainConfig):
     """Hidden size of the value head."""
 
     algo = "alol"
+    plays_episodes = False
     loop_unit = "epochs"
     curve_axis = "epochs"  # offline: env steps do not move while it trains
 

@@ -104,6 +104,10 @@ class ArcherConfig(CreditConfig):
 
     algo = "archer"
 
+    @property
+    def plays_episodes(self) -> bool:  # type: ignore[override]
+        return not self.offline_data  # offline: learns from the file alone
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0 <= self.gamma <= 1:

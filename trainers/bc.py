@@ -47,6 +47,7 @@ class BCConfig(TrainConfig):
     """none: every kept turn weighs 1; reward: weighted by the trajectory's total reward."""
 
     algo = "bc"
+    plays_episodes = False
     loop_unit = "epochs"
     curve_axis = "epochs"  # the demonstrations are played once: env steps stay flat after epoch 1
 

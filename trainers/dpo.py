@@ -139,6 +139,7 @@ class DPOConfig(TrainConfig):
     likelihood up, which plain DPO may lower (docs/trainer-dpo.md#measured); 0 is plain DPO."""
 
     algo = "dpo"
+    plays_episodes = False
     loop_unit = "epochs"
     curve_axis = "epochs"  # offline: env steps do not move while it trains
 

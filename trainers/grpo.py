@@ -23,6 +23,7 @@ import torch
 
 from turngym.errors import ConfigError
 from turngym.trainers.common.collect import episode_seed, rollout_stats
+from turngym.trainers.common.engines import logprob_mismatch
 from turngym.trainers.common.loop import Trainer
 from turngym.trainers.common.optim import mean_metrics
 from turngym.trainers.common.packing import episode_gradient_steps
@@ -148,6 +149,7 @@ class GRPOTrainer(Trainer):
                 [turn.action_tokens for turn in turns],
                 [old[i] for i in index],
                 advantages,
+                [turn.action_logprobs for turn in turns],
             )
 
         logs = episode_gradient_steps(
@@ -156,6 +158,9 @@ class GRPOTrainer(Trainer):
         metrics = mean_metrics(logs)
         metrics.update(rollout_stats(trajectories))
         metrics.update(credit_logs)
+        if self.engine is not None:
+            rollout = [turn.action_logprobs for turn, _ in examples]
+            metrics["charts/rollout_logprob_mismatch"] = logprob_mismatch(old, rollout)
         return metrics, sum(t.num_turns for t in trajectories)
 
     def _checkpoint_parts(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from turngym.errors import ConfigError
 from turngym.trainers.common.collect import rollout_stats
 from turngym.trainers.common.critic import BACKBONES, TextEncoder, ValueNet
+from turngym.trainers.common.engines import logprob_mismatch
 from turngym.trainers.common.loop import Trainer
 from turngym.trainers.common.optim import make_optimizer, mean_metrics, optimizer_step
 from turngym.trainers.common.packing import episode_gradient_steps
@@ -98,6 +99,7 @@ class PPOTrainer(Trainer):
         turn_rewards = self.credit.assign(trajectories)
         turn_advantages = []
         states, actions, action_tokens, advantages, returns = [], [], [], [], []
+        rollout_logprobs = []  # the rollout engine's log-probs of each action's tokens
         for t, rewards in zip(trajectories, turn_rewards):
             turns = transitions(t, config.history_window, config.gamma)
             with torch.no_grad(), autocast(config, self.device):
@@ -113,6 +115,7 @@ class PPOTrainer(Trainer):
             states += [x.state for x in turns]
             actions += [x.action for x in turns]
             action_tokens += [x.action_tokens for x in turns]
+            rollout_logprobs += [x.action_logprobs for x in turns]
             advantages += adv
             turn_advantages.append(np.array(adv))
             returns += [a + v for a, v in zip(adv, values[:-1])]
@@ -133,6 +136,7 @@ class PPOTrainer(Trainer):
                 [action_tokens[i] for i in index],
                 [old[i] for i in index],
                 advantages_t[index],
+                [rollout_logprobs[i] for i in index],
             )
             with autocast(config, self.device):
                 values = self.value(batch_states).float()
@@ -149,6 +153,8 @@ class PPOTrainer(Trainer):
         metrics = mean_metrics(logs)
         metrics.update(rollout_stats(trajectories))
         metrics.update(credit_logs)
+        if self.engine is not None:
+            metrics["charts/rollout_logprob_mismatch"] = logprob_mismatch(old, rollout_logprobs)
         return metrics, sum(t.num_turns for t in trajectories)
 
     def _checkpoint_parts(self) -> dict[str, Any]:

@@ -245,10 +245,10 @@ class RiseTrainer(SelfTrainer):
 
     def data(self, seeds: Sequence[int]) -> tuple[list[Trajectory], int, dict[str, float]]:
         config = self.config
-        improver = AnswerExpert() if config.improver == "expert" else self.agent
+        improver = AnswerExpert() if config.improver == "expert" else self.player
         trajectories = rise_trajectories(
             config.env_id,
-            self.agent,
+            self.player,
             len(seeds),
             improver,
             seed=seeds[0],

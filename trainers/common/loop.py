@@ -3,15 +3,17 @@ resume, the env-step clock and the progress bar."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from turngym.trainers.common.collect import OffPolicyCollector, collect, evaluate_policy
 from turngym.trainers.common.config import TrainConfig
+from turngym.trainers.common.engines import build_rollout_engine
 from turngym.trainers.common.optim import optimizer_step, policy_optimizer
 from turngym.trainers.common.policy import build_policy, eval_settings
 from turngym.trainers.common.run import Run, check_run_folder, checkpoint_state, load_checkpoint_state
@@ -165,6 +167,9 @@ class Trainer:
         self.agent.model.to(self.device)
         self.resume = resume
         self.run = Run(config, resume=resume)
+        # what plays the training episodes: the policy, or a vLLM engine that follows it (`playing`)
+        self.engine = build_rollout_engine(config, self.agent)
+        self.player: Any = self.agent
 
     def make_policy_optimizer(self) -> None:
         """`self.optimizer` and `self.scheduler` of the policy: AdamW at `lr` with `weight_decay` and a
@@ -185,13 +190,32 @@ class Trainer:
         """Extra `collect` arguments of an iteration's rollouts (e.g. GRPO's grouped seeds)."""
         return {}
 
+    @contextlib.contextmanager
+    def playing(self) -> Iterator[Any]:
+        """The agent that plays training episodes meanwhile, as `self.player` too: the policy, or
+        with `rollout_engine=vllm` the engine, given the policy's current weights on entry (so every
+        collection after an update acts with the updated policy) and put to sleep on exit where
+        `vllm_sleep_mode` asks for it."""
+        engine = getattr(self, "engine", None)
+        if engine is None:
+            yield self.agent
+            return
+        engine.sync(self.agent)
+        self.player = engine
+        try:
+            yield engine
+        finally:
+            self.player = self.agent
+            engine.sleep()
+
     def rollouts(self, iteration: int) -> list[Trajectory]:
         """This iteration's training episodes: played now, or, with `config.async_collect`, during the
         previous update by a copy of the policy one version behind (then `self.behaviour` is that
         copy, which `old_logprobs` scores with)."""
         if not getattr(self.config, "async_collect", False):
             self.behaviour = self.agent
-            return collect(self.agent, self.config, iteration, self.run, **self.rollout_kwargs(iteration))
+            with self.playing() as player:
+                return collect(player, self.config, iteration, self.run, **self.rollout_kwargs(iteration))
         if getattr(self, "collector", None) is None:
             self.collector = OffPolicyCollector(self)
         trajectories, self.behaviour = self.collector.rollouts(iteration)
@@ -289,6 +313,8 @@ def _train_loop(trainer: Any, resume: bool, stop: StopRequest) -> list[dict[str,
                 break
             bar.update(task, status=progress_status(metrics, held_out, "training"))
             metrics, steps = trainer.iteration(iteration)
+            if getattr(trainer, "engine", None) is not None:
+                metrics.update(trainer.engine.charts())
             metrics.update(clock.charts(steps))
             last = iteration == total
             if iteration % config.eval_every == 0 or last:

@@ -25,6 +25,7 @@ class Transition:
     done: bool
     trajectory_return: float = 0.0  # discounted return from this turn (Monte Carlo), for diagnostics
     action_tokens: list[int] | None = None  # the sampled ids of `action` (Turn.action_tokens)
+    action_logprobs: list[float] | None = None  # their log-probs under the sampler (Turn.action_logprobs)
 
 
 def transitions(
@@ -55,6 +56,7 @@ def transitions(
             done=i == n - 1 and (trajectory.terminated or (trajectory.truncated and not bootstrap_truncated)),
             trajectory_return=returns[i],
             action_tokens=trajectory.turns[i].action_tokens,
+            action_logprobs=trajectory.turns[i].action_logprobs,
         )
         for i in range(n)
     ]

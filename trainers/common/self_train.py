@@ -161,13 +161,14 @@ class SelfTrainer(Trainer):
         self.rng = np.random.default_rng(self.config.seed)
 
     def data(self, seeds: Sequence[int]) -> tuple[list[Trajectory], int, dict[str, float]]:
-        """This iteration's trajectories, the env steps they took and `charts/*` stats."""
+        """This iteration's trajectories, played by `self.player` (the policy or the rollout engine),
+        the env steps they took and `charts/*` stats."""
         raise NotImplementedError
 
     def iteration(self, iteration: int) -> tuple[dict[str, Any], int]:
         config = self.config
         first = episode_seed(config, iteration)
-        with sampling_as(self.agent, config.sampling):
+        with self.playing() as player, sampling_as(player, config.sampling):  # `data` plays `self.player`
             trajectories, steps, stats = self.data(list(range(first, first + config.rollout_episodes)))
         sink = self.run.iteration_sink(iteration)  # tagged: a resume drops a lost iteration's data
         for trajectory in trajectories:

