@@ -165,51 +165,63 @@ def decode(
     stopped: Callable[[list[int]], bool] | None = None,
     keep_kv: bool = True,
 ) -> tuple[list[DecodeResult], list[tuple[list[int], KV]]]:
-    """Generate for every prompt in one batch. Row i reuses the keys and values of the first
+    """Generate for every prompt in one batch. Row i may reuse the keys and values of the first
     `prefixes[i][1]` tokens from `prefixes[i][0]` and prefills the rest of its prompt. Greedy
     (argmax of the logits) unless `sampler` is given. A row ends at EOS, when `stopped(token_ids)`
     says its reply holds a stop string, or after `max_new_tokens`; the batch ends with its last row.
 
+    The prompts are left-padded to one width and prefilled from the first column that some row has
+    no cached keys for: a row whose cache reaches further recomputes those tokens. The batch
+    prefills as many columns as the row with the most new tokens needs either way, and the cache is
+    as wide as the longest prompt (not the longest cached prefix plus the most new tokens). The
+    keys and values live in a transformers `StaticCache` allocated once for the prompts and the
+    whole reply, so a decode step writes one column instead of copying the cache (as a
+    `DynamicCache` concatenates; models with other than full-attention layers keep that).
+
     Returns each row's result and, with `keep_kv`, for the cache the ids and keys/values of each
     row's prompt and reply (all reply tokens but the last, which was never fed back)."""
     import torch
-    from transformers import DynamicCache
+    from transformers import DynamicCache, StaticCache
 
     device = next(model.parameters()).device
     batch = len(prompts)
-    cached = [n for _, n in prefixes]
-    fresh = [list(p[n:]) for p, n in zip(prompts, cached)]
-    width_past, width_new = max(cached), max(len(f) for f in fresh)
+    lengths = [len(p) for p in prompts]
+    width = max(lengths)
+    pads = [width - length for length in lengths]
+    start = min(pad + n for pad, (_, n) in zip(pads, prefixes))  # the first column to prefill
+    reused = [max(start - pad, 0) for pad in pads]  # each row's cached tokens before `start`
+    capacity = width + max_new_tokens - 1  # the last reply token is never fed back
 
-    # row i: [pad][its cached prefix] [pad][its new prompt tokens], all right-aligned
-    input_ids = torch.full((batch, width_new), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((batch, width_past + width_new), dtype=torch.long)
-    positions = torch.zeros((batch, width_new), dtype=torch.long)
-    for i, (f, n) in enumerate(zip(fresh, cached)):
-        input_ids[i, width_new - len(f) :] = torch.tensor(f)
-        mask[i, width_past - n : width_past] = 1
-        mask[i, width_past + width_new - len(f) :] = 1
-        positions[i, width_new - len(f) :] = torch.arange(n, n + len(f))
+    columns = torch.arange(width)
+    pad_columns = torch.tensor(pads)[:, None]
+    mask = torch.zeros((batch, capacity), dtype=torch.long)
+    mask[:, :width] = columns >= pad_columns
+    input_ids = torch.tensor([[pad_token_id] * pad + list(p) for pad, p in zip(pads, prompts)])
+    positions = (columns[start:] - pad_columns).clamp(min=0)
+    # other layer kinds (sliding windows, recurrent states) keep transformers' own growing cache
     cache = (
-        DynamicCache(ddp_cache_data=_batched_past(prefixes, width_past))
-        if width_past
+        StaticCache(config=model.config, max_cache_len=capacity)
+        if cacheable(model)
         else DynamicCache(config=model.config)
     )
-    mask, input_ids, positions = mask.to(device), input_ids.to(device), positions.to(device)
+    if start:
+        _fill_past(cache, prefixes, pads, reused, start, device)
+    mask, positions = mask.to(device), positions.to(device)
+    step_input = input_ids[:, start:].to(device)
 
     rows = list(range(batch))  # original row of each batch row
     done = [False] * batch
     tokens: list[list[int]] = [[] for _ in range(batch)]
     logprobs: list[list[float]] = [[] for _ in range(batch)]
     saved: list[tuple[list[int], KV]] = [([], [])] * batch
-    step_input, step_positions = input_ids, positions
+    filled = width  # columns holding keys once `step_input` is fed
     cache_name = cache_kwarg(model)
     for _ in range(max_new_tokens):
         logits = (
             model(
                 input_ids=step_input,
-                attention_mask=mask,
-                position_ids=step_positions,
+                attention_mask=mask[:, :filled],
+                position_ids=positions,
                 **{cache_name: cache},
                 use_cache=True,
                 logits_to_keep=1,
@@ -227,12 +239,14 @@ def decode(
             logprobs[i].append(logprob)
             if token == eos_token_id or len(tokens[i]) == max_new_tokens or (stopped and stopped(tokens[i])):
                 done[i] = True
-                if keep_kv:
-                    keep = mask[j].bool()
+                if keep_kv:  # this row's prompt and the reply tokens fed back so far
                     saved[i] = (
                         [*prompts[i], *tokens[i][:-1]],
                         [
-                            (layer.keys[j][:, keep].clone(), layer.values[j][:, keep].clone())
+                            (
+                                layer.keys[j, :, pads[i] : filled].clone(),
+                                layer.values[j, :, pads[i] : filled].clone(),
+                            )
                             for layer in cache.layers
                         ],
                     )
@@ -242,31 +256,37 @@ def decode(
             break
         if len(live) <= len(rows) // 2:  # drop finished rows (a copy of the cache: only when it halves)
             index = torch.tensor(live, device=device)
-            cache.batch_select_indices(index)
-            mask, chosen = mask[index], chosen[index]
-            step_positions = step_positions[index]
+            cache.reorder_cache(index)
+            mask, chosen, positions = mask[index], chosen[index], positions[index]
             if sampler is not None:
                 sampler.select(live)
             rows = [rows[j] for j in live]
-        live_mask = torch.tensor([not done[i] for i in rows], dtype=torch.long, device=device)
-        mask = torch.cat([mask, live_mask[:, None]], dim=1)  # a finished row's padding stays masked
+        mask[:, filled] = torch.tensor([not done[i] for i in rows], dtype=torch.long, device=device)
+        filled += 1
         step_input = chosen[:, None]
-        step_positions = step_positions[:, -1:] + 1
-    results = [DecodeResult(t, lp, len(p) - n) for t, lp, p, n in zip(tokens, logprobs, prompts, cached)]
+        positions = positions[:, -1:] + 1
+    results = [DecodeResult(t, lp, length - n) for t, lp, length, n in zip(tokens, logprobs, lengths, reused)]
     return results, saved
 
 
-def _batched_past(prefixes: Sequence[tuple[CachedPrefix | None, int]], width: int) -> KV:
-    """Per layer, the cached keys and values of every row right-aligned in a (batch, heads, width,
-    head_dim) tensor, zeros (masked) in front."""
+def _fill_past(
+    cache: Any,
+    prefixes: Sequence[tuple[CachedPrefix | None, int]],
+    pads: Sequence[int],
+    reused: Sequence[int],
+    start: int,
+    device: Any,
+) -> None:
+    """Write into `cache` (a `StaticCache`, batch rows left-padded by `pads`) the first `reused[i]`
+    cached keys and values of each row, ending at column `start`, where the prefill goes on."""
     template = next(entry.kv for entry, n in prefixes if entry is not None and n > 0)
-    past = []
-    for layer, (k0, v0) in enumerate(template):
-        keys = k0.new_zeros((len(prefixes), k0.shape[0], width, k0.shape[2]))
-        values = v0.new_zeros((len(prefixes), v0.shape[0], width, v0.shape[2]))
-        for i, (entry, n) in enumerate(prefixes):
-            if entry is not None and n > 0:
-                keys[i, :, width - n :] = entry.kv[layer][0][:, :n]
-                values[i, :, width - n :] = entry.kv[layer][1][:, :n]
-        past.append((keys, values))
-    return past
+    keys = [k for k, _ in template]  # per layer, (heads, tokens, head_dim)
+    cache.early_initialization(
+        len(prefixes), [k.shape[0] for k in keys], [k.shape[2] for k in keys], keys[0].dtype, device
+    )
+    for layer_index, layer in enumerate(cache.layers):
+        for i, ((entry, _), pad, n) in enumerate(zip(prefixes, pads, reused)):
+            if n:
+                layer.keys[i, :, pad:start] = entry.kv[layer_index][0][:, :n]
+                layer.values[i, :, pad:start] = entry.kv[layer_index][1][:, :n]
+        layer.cumulative_length.fill_(start)

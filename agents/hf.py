@@ -107,8 +107,9 @@ class HFAgent:
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         # KV caches of recent conversations, reused by the next turn (0 MB: prefill every prompt whole)
         self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20))
-        # prompt token ids by conversation: a rollout, `old_logprobs` and every PPO epoch ask for the same ones
-        self._prompt_memo: OrderedDict[Hashable, tuple[int, ...]] = OrderedDict()
+        # prompt token ids (and the turn pairs dropped to fit) by conversation: a rollout, `old_logprobs`
+        # and every PPO epoch ask for the same ones
+        self._prompt_memo: OrderedDict[Hashable, tuple[tuple[int, ...], int]] = OrderedDict()
         # prompt tokens seen, prefilled (not found in the KV cache) and generated, for benchmarks
         self.token_counts = {"prompt": 0, "prefilled": 0, "generated": 0}
 
@@ -125,25 +126,27 @@ class HFAgent:
 
         Memoized by conversation (the last `PROMPT_MEMO_SIZE`), and the number of pairs to drop is
         found by bisection (dropping turns never lengthens a prompt): O(log turns) renders, not one
-        per dropped pair."""
-        key = (
-            self.max_context_tokens,
-            self.react,
-            conversation_key(self.examples),
-            conversation_key(conversation),
-        )
-        ids = self._prompt_memo.get(key)
-        if ids is None:
-            ids = tuple(self._fit(prepare_conversation(conversation, self.react, self.examples)))
-            self._prompt_memo[key] = ids
+        per dropped pair. A conversation one turn longer than a remembered one starts from that
+        one's number of dropped pairs: two renders settle it where a turn of a long rollout drops as
+        many pairs as the turn before or one more."""
+        settings = (self.max_context_tokens, self.react, conversation_key(self.examples))
+        key = conversation_key(conversation)
+        memo = self._prompt_memo.get((*settings, key))
+        if memo is None:
+            previous = self._prompt_memo.get((*settings, key[:-2])) if _extends_a_turn(key) else None
+            messages = prepare_conversation(conversation, self.react, self.examples)
+            memo = self._fit(messages, previous[1] if previous else 0)
+            self._prompt_memo[(*settings, key)] = memo
             if len(self._prompt_memo) > PROMPT_MEMO_SIZE:
                 self._prompt_memo.popitem(last=False)
         else:
-            self._prompt_memo.move_to_end(key)
-        return list(ids)
+            self._prompt_memo.move_to_end((*settings, key))
+        return list(memo[0])
 
-    def _fit(self, messages: list[dict[str, str]]) -> list[int]:
-        """The rendered ids of `messages` with the fewest oldest pairs dropped that fits the window."""
+    def _fit(self, messages: list[dict[str, str]], first_guess: int = 0) -> tuple[tuple[int, ...], int]:
+        """The rendered ids of `messages` with the fewest oldest pairs dropped that fits the window,
+        and how many pairs that dropped. `first_guess` is checked first, then one pair fewer if it
+        fits or one more if it does not; bisection goes on from what those renders say."""
         first_turn = 1 if messages and messages[0]["role"] == "system" else 0
         rendered: dict[int, list[int]] = {}
 
@@ -156,17 +159,23 @@ class HFAgent:
             return len(ids(drop)) <= self.max_context_tokens
 
         most = max(0, -(-(len(messages) - first_turn - 1) // 2))  # leaves at most one message
-        if fits(0):
-            return ids(0)
-        if not fits(most):  # one message left and still too long: keep its tail
+        guess = min(first_guess, most)
+        if fits(guess):
+            if guess == 0 or not fits(guess - 1):
+                return tuple(ids(guess)), guess
+            low, high = -1, guess - 1  # high fits, low (-1: none) does not
+        elif guess < most and fits(guess + 1):
+            return tuple(ids(guess + 1)), guess + 1
+        elif not fits(most):  # one message left and still too long: keep its tail
             head = self._render(messages[:first_turn]) if first_turn else []
             keep = max(self.max_context_tokens - len(head), 1)
-            return (head + ids(most)[len(head) :][-keep:])[-self.max_context_tokens :]
-        low, high = 0, most  # low does not fit, high does
+            return tuple((head + ids(most)[len(head) :][-keep:])[-self.max_context_tokens :]), most
+        else:
+            low, high = guess, most
         while high - low > 1:
             middle = (low + high) // 2
             low, high = (low, middle) if fits(middle) else (middle, high)
-        return ids(high)
+        return tuple(ids(high)), high
 
     def _render(self, messages: list[dict[str, str]]) -> list[int]:
         rendered = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -411,9 +420,13 @@ def conversation_key(messages: Sequence[Any]) -> tuple[tuple[str, str], ...]:
     return tuple((m["role"], m["content"]) for m in messages)
 
 
+def _extends_a_turn(key: tuple[tuple[str, str], ...]) -> bool:
+    """Whether a conversation ends with an action and an observation after an earlier one: the
+    conversation of the previous turn is `key[:-2]`."""
+    return len(key) >= 3 and key[-2][0] == "assistant"
+
+
 def _lookup_keys(key: tuple[tuple[str, str], ...]) -> list[Hashable]:
     """Where a conversation's KV cache may be: under itself (asked again), or under the conversation
     of the previous turn (this one without its last action and observation)."""
-    if len(key) >= 3 and key[-2][0] == "assistant":
-        return [key, key[:-2]]
-    return [key]
+    return [key, key[:-2]] if _extends_a_turn(key) else [key]

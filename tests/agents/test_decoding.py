@@ -235,6 +235,40 @@ def test_prompt_ids_are_unchanged_and_rendered_log_turns_times():
     assert len(renders) == first  # the second epoch renders nothing
 
 
+def counting_renders(agent: HFAgent) -> list[int]:
+    """The message count of each chat-template render `agent` does from now on."""
+    renders = []
+    render = agent._render
+    agent._render = lambda messages: renders.append(len(messages)) or render(messages)
+    return renders
+
+
+def test_a_conversation_one_turn_longer_renders_about_twice():
+    """Turn by turn, a long rollout's prompt mostly drops as many pairs as the turn before or one
+    more: starting from the previous turn's count, two renders settle it (that count or one more
+    fits, one fewer does not) where bisection took about log2(turns) + 2. The ids are unchanged,
+    also when the window differs between agents or turns are asked out of order."""
+    base = tiny("turngym/RiverCrossing-v0")
+    for window in (60, 120, 400):
+        agent = HFAgent(base.model, base.tokenizer, base.sampling, max_context_tokens=window)
+        renders = counting_renders(agent)
+        counts = []
+        for turns in range(40):
+            renders.clear()
+            conversation = long_conversation(turns)
+            ids = agent.prompt_ids(conversation)
+            counts.append(len(renders))
+            assert ids == old_prompt_ids(agent, conversation)
+        assert sum(counts) <= 2.5 * len(counts)  # bisection from no pairs dropped: 4.6 to 7.1 a turn
+        for turns in (39, 10, 25, 3):  # a window's first call, and turns out of order
+            conversation = long_conversation(turns)
+            small = HFAgent(base.model, base.tokenizer, base.sampling, max_context_tokens=window // 2)
+            assert small.prompt_ids(conversation) == old_prompt_ids(small, conversation)
+            assert agent.prompt_ids(long_conversation(turns + 1)) == old_prompt_ids(
+                agent, long_conversation(turns + 1)
+            )
+
+
 @pytest.mark.parametrize(("history_window", "max_context_tokens"), [(1, None), (None, 120)])
 def test_dropped_turns_fall_back_to_prefilling_what_changed(history_window, max_context_tokens):
     """When turns leave the prompt (a history window, or the context limit), the cached prefix no
@@ -260,3 +294,72 @@ def test_dropped_turns_fall_back_to_prefilling_what_changed(history_window, max_
     for turn, (action, ids) in zip(turns, reference_generate(agent, states, agent.sampling)):
         assert turn.action == action
         assert turn.action_tokens == ids[: len(turn.action_tokens)]
+
+
+def context_sensitive(env_id: str, **kwargs) -> HFAgent:
+    """A greedy agent over a tiny model whose reply depends on every token of its context: weights
+    drawn with std 1 (at GPT-2's 0.02 the logits are nearly uniform and an argmax rarely moves when
+    cached keys are wrong)."""
+    base = tiny(env_id)
+    torch.manual_seed(0)
+    model = type(base.model)(
+        type(base.model.config)(**{**base.model.config.to_dict(), "initializer_range": 1.0})
+    )
+    return HFAgent(model.eval(), base.tokenizer, SamplingConfig(temperature=0.0, max_new_tokens=8), **kwargs)
+
+
+@pytest.mark.parametrize("max_context_tokens", [None, 160])
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_cached_turns_equal_uncached_when_rows_share_a_cache_unevenly(batch_size, max_context_tokens):
+    """The batched cache is laid out left-padded, and each row's cached keys and values are written
+    before the first column some row must prefill; rows whose cache reaches further recompute the
+    difference. Here batches mix turns of different episodes (turn 0 with no cache beside turn 4
+    with a long one; with a 160-token window, turns dropped so that only the system prompt stays
+    cached): every turn's greedy action and token ids must equal those of a rollout that prefilled
+    every prompt whole."""
+    env_id = "turngym/RiverCrossing-v0"
+    uncached = context_sensitive(env_id, max_context_tokens=max_context_tokens, prefix_cache_mb=0)
+    cached = context_sensitive(env_id, max_context_tokens=max_context_tokens)
+    trajectories = turngym.rollout(env_id, uncached, 5, batch_size=5, max_turns=6, seed=4)
+    assert len({turn.action for t in trajectories for turn in t.turns}) > 5  # replies vary with context
+    turns = [(e, k) for e, t in enumerate(trajectories) for k in range(t.num_turns)]
+    if batch_size == 1:  # each episode's turns in order
+        batches = [[turn] for turn in turns]
+    else:  # a staircase: call s asks for turn s - e of episode e
+        batches = [[(e, k) for e, k in turns if e + k == s] for s in range(len(turns))]
+    calls = []
+    decode = turngym.agents.hf.decode
+
+    def spy(model, prompts, prefixes, **kwargs):
+        widths = []  # of the keys each forward pass attends to
+        hook = model.register_forward_pre_hook(
+            lambda module, args, kw: widths.append(kw["attention_mask"].shape[1]), with_kwargs=True
+        )
+        try:
+            return decode(model, prompts, prefixes, **kwargs)
+        finally:
+            hook.remove()
+            calls.append([n for _, n in prefixes])
+            # as wide as the longest prompt (not the longest cached prefix plus the most new tokens)
+            assert widths[0] == max(len(p) for p in prompts)
+
+    turngym.agents.hf.decode = spy
+    try:
+        for batch in filter(None, batches):
+            states = [
+                build_conversation(
+                    trajectories[e].instructions,
+                    trajectories[e].observations[: k + 1],
+                    trajectories[e].actions[:k],
+                )
+                for e, k in batch
+            ]
+            for (e, k), generation in zip(batch, cached.generate(states)):
+                turn = trajectories[e].turns[k]
+                assert (generation.text, generation.token_ids) == (turn.action, turn.action_tokens)
+    finally:
+        turngym.agents.hf.decode = decode
+    reused = cached.token_counts["prompt"] - cached.token_counts["prefilled"]
+    assert reused > cached.token_counts["prompt"] / (2 if max_context_tokens is None else 5)
+    if batch_size > 1:  # some batch mixed a row with no cached keys and rows with many
+        assert any(0 in reused and max(reused) > 80 for reused in calls)
