@@ -160,8 +160,9 @@ def check_run_folder(config: TrainConfig, resume: bool) -> None:
                 f"not {current.get('algo')} on {_bare(current.get('env_id'))} (its {what} differs): "
                 "choose another run_name"
             )
-    # the loop's length may grow (resuming extends the same run) and the display may change
-    free = {"iterations", config.loop_unit, "progress", "env_id", "keep_best"}
+    # the loop's length may grow (resuming extends the same run) and the display may change; a run
+    # resumed with another number of processes keeps its global batch by its accumulation
+    free = {"iterations", config.loop_unit, "progress", "env_id", "keep_best", "grad_accum_steps"}
     changed = sorted(k for k in set(saved) | set(current) if k not in free and saved.get(k) != current.get(k))
     if changed:
         raise ConfigError(f"cannot resume {run_dir}: config differs from its config.yaml in {changed}")
