@@ -54,9 +54,9 @@ ALGOS = {
         "critic_backbone": "own",
         "critic_width": 16,
     },
-    "bc": {"iterations": 2, "expert_episodes": 8, "batch_size": 2},
-    "alol": {"iterations": 2, "data_episodes": 8, "batch_size": 2, "value_epochs": 2, "critic_width": 16},
-    "dpo": {"iterations": 2, "pairs": str(DPO_PAIRS), "batch_size": 1},
+    "bc": {"epochs": 2, "expert_episodes": 8, "batch_size": 2},
+    "alol": {"epochs": 2, "data_episodes": 8, "batch_size": 2, "value_epochs": 2, "critic_width": 16},
+    "dpo": {"epochs": 2, "pairs": str(DPO_PAIRS), "batch_size": 1},
     "agent_r": {"iterations": 2, "rollout_episodes": 4, "budget": 4, "num_candidates": 2, "batch_size": 2},
     "step": {"iterations": 2, "rollout_episodes": 4, "flag": "differs", "batch_size": 2},
     "rise": {"iterations": 2, "rollout_episodes": 4, "attempts": 2, "candidates": 1, "batch_size": 2},
@@ -284,3 +284,27 @@ def test_a_share_of_a_rollout_samples_what_the_whole_rollout_samples():
     assert tokens(half) == tokens(whole[3:])
     alone = turngym.rollout("turngym/KeyDoor-v0", agent, seeds=seeds[3:], seed=5, max_turns=3)
     assert tokens(alone) != tokens(whole[3:])  # without first_index: other draws
+
+
+def test_sigterm_to_the_launcher_stops_every_process_after_one_iteration_with_a_checkpoint(
+    uniform_policy, tmp_path
+):
+    """The processes agree on the iteration to stop after; rank 0 saves, and says so once."""
+    import psutil
+
+    run = train("grpo", tmp_path, "stopped", 2, init_from=uniform_policy, iterations=10_000)
+    metrics = tmp_path / "stopped" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()[1][-2000:]
+        time.sleep(0.2)
+    (launcher,) = psutil.Process(run.pid).children()
+    launcher.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert err.count("stopped after iteration") == 1 and err.count("SIGTERM: finishing") == 1, err
+    (checkpoint,) = (tmp_path / "stopped" / "checkpoints").glob("iter_*.pt")
+    last = json.loads(metrics.read_text().splitlines()[-1])["iteration"]
+    assert checkpoint.name == f"iter_{last:06d}.pt"
+    assert (tmp_path / "stopped" / "agent" / "model.safetensors").exists()
+    assert "Traceback" not in err and "death signal" not in err

@@ -46,15 +46,18 @@ def launch_command(num_processes: int, args: Sequence[str]) -> list[str]:
 
 def launch(argv: Sequence[str]) -> int:
     """`accelerate launch ARGV`; when a process fails, one line saying which and how (after that
-    process's own error), instead of torchrun's report and traceback. The exit status: 0, or 1."""
+    process's own error), instead of torchrun's report and traceback; then the exit status is 1."""
     import logging
     import signal
     import sys
 
+    import torch.distributed.run  # noqa: F401  (makes the launcher's loggers, quietened below)
     from accelerate.commands.launch import launch_command, launch_command_parser
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    for name in list(logging.root.manager.loggerDict):  # torchrun's own report of the failure
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         launch_command(launch_command_parser().parse_args(list(argv)))
     except ChildFailedError as failed:

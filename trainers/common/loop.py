@@ -126,6 +126,8 @@ class StopRequest:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signum = signum
+        if not is_main():  # said once for a multi-process run
+            return
         sys.stderr.write(
             f"\n{signal.Signals(signum).name}: finishing this iteration, then saving a checkpoint and agent/ "
             "(Ctrl-C again stops at once, without them)\n"

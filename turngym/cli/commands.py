@@ -495,7 +495,7 @@ def train(
             args = ["train", algo, env_id, *(["--config", str(config)] if config else [])]
             args += [f"--set={item}" for item in set_ or []]
             args += ["--resume"] * resume + ["--quiet"] * quiet
-            raise typer.Exit(code=subprocess.call(launch_command(num_processes, args)))
+            raise typer.Exit(code=wait_for(subprocess.Popen(launch_command(num_processes, args))))
         trainer = trainer_cls(cfg, resume=resume)
     except (TurnGymError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
@@ -505,10 +505,20 @@ def train(
         console.print(f"curve: {trainer.run.dir / 'curve.png'}", highlight=False)
 
 
+def wait_for(process: Any) -> int:
+    """The exit status of a launched run; a Ctrl-C here is the launcher's and the processes' to act on
+    (they got it too: they stop after their iteration), so keep waiting."""
+    while True:
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            continue
+
+
 def train_until_stopped(trainer: Any) -> None:
     """Train; stopped by Ctrl-C or SIGTERM (after the current iteration, with a checkpoint and agent/
     saved), say so in one line and exit with the conventional 128 + the signal's number."""
-    from turngym.trainers.common.distributed import PeersLost
+    from turngym.trainers.common.distributed import PeersLost, is_main
     from turngym.trainers.common.loop import TrainingStopped
 
     try:
@@ -516,7 +526,8 @@ def train_until_stopped(trainer: Any) -> None:
     except PeersLost as lost:
         raise _fail(str(lost)) from None
     except TrainingStopped as stopped:
-        Console(stderr=True).print(stopped.message, highlight=False, soft_wrap=True)
+        if is_main():  # once for a multi-process run
+            Console(stderr=True).print(stopped.message, highlight=False, soft_wrap=True)
         raise typer.Exit(code=128 + stopped.signum) from None
     except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint of this iteration
         checkpoints = sorted(trainer.run.checkpoints.glob("iter_*.pt"))
