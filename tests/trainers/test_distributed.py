@@ -72,7 +72,7 @@ ALGOS = {
         "warmup_iterations": 0,
     },
 }
-FAST = {"grpo"}  # the others run with -m slow (about 15 s each)
+FAST = {"grpo"}  # the others run with -m slow (15 to 50 s each on 2 busy cores)
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +164,7 @@ def test_two_processes_train_as_one_with_twice_the_accumulation(algo, uniform_po
     ]
 
 
+@pytest.mark.slow
 def test_a_run_of_two_processes_resumes_in_one(uniform_policy, tmp_path):
     """Iteration 1 in two processes, then --resume in one with grad_accum_steps=2 (the same global
     batch): the same metrics and weights as one process throughout."""
@@ -179,6 +180,7 @@ def test_a_run_of_two_processes_resumes_in_one(uniform_policy, tmp_path):
         torch.testing.assert_close(resumed_w[key], one_w[key], rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_killed_process_ends_the_run_within_seconds_in_one_line(uniform_policy, tmp_path):
     """SIGKILL to process 1 mid-run: the launcher stops process 0 and the command exits non-zero
     within seconds, saying which process ended and how, without a traceback."""
@@ -286,6 +288,7 @@ def test_a_share_of_a_rollout_samples_what_the_whole_rollout_samples():
     assert tokens(alone) != tokens(whole[3:])  # without first_index: other draws
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_launcher_stops_every_process_after_one_iteration_with_a_checkpoint(
     uniform_policy, tmp_path
 ):
