@@ -311,3 +311,28 @@ def test_sigterm_to_the_launcher_stops_every_process_after_one_iteration_with_a_
     assert checkpoint.name == f"iter_{last:06d}.pt"
     assert (tmp_path / "stopped" / "agent" / "model.safetensors").exists()
     assert "Traceback" not in err and "death signal" not in err
+
+
+def test_a_replica_run_writes_nothing_and_resumes_from_rank_0s_checkpoint(tmp_path):
+    from turngym.trainers.common.distributed import ReplicaRun
+    from turngym.trainers.common.run import Run
+    from turngym.trainers.grpo import GRPOConfig
+
+    config = GRPOConfig(runs_dir=str(tmp_path), run_name="r", tensorboard=False)
+    replica = ReplicaRun(config, "cpu")
+    replica.log({"losses/policy": 1.0}, 1)
+    episode = turngym.rollout("turngym/KeyDoor-v0", turngym.agents.RandomAgent(), 1, max_turns=1)[0]
+    replica.iteration_sink(1)(episode)
+    replica.eval_sink(1)(episode)
+    replica.credit.write({"x": 1})
+    replica.save_checkpoint(1, {"x": torch.ones(1)})
+    replica.write_curve()
+    replica.rewind(0)
+    replica.close()
+    assert not (tmp_path / "r").exists()
+    main = Run(config)
+    main.save_checkpoint(3, {"x": torch.ones(2)})
+    main.close()
+    state = ReplicaRun(config, "cpu").latest_checkpoint()
+    assert state["iteration"] == 3 and torch.equal(state["x"], torch.ones(2))
+    assert ReplicaRun(config, "cuda:3").map_location == {"cuda:0": "cuda:3"}  # not rank 0's GPU

@@ -216,14 +216,14 @@ def _average_bucket(params: list[torch.Tensor]) -> None:
             offset += p.numel()
 
 
-def open_run(config: TrainConfig, resume: bool) -> Run:
+def open_run(config: TrainConfig, resume: bool, device: str) -> Run:
     """The run folder: rank 0 writes it once every rank has checked it (`check_run_folder` ran
     first on all of them: a rank checking after rank 0 made it would find it taken); the others
-    get a `ReplicaRun`."""
+    get a `ReplicaRun` (`device`: this process's)."""
     barrier()
     if is_main():
         return Run(config, resume=resume)
-    return ReplicaRun(config)
+    return ReplicaRun(config, device)
 
 
 class _NoWriter:
@@ -238,10 +238,12 @@ class ReplicaRun(Run):
     """The run folder as a rank other than 0 sees it: it writes nothing (rank 0 writes the same
     metrics, episodes and checkpoints) and reads rank 0's checkpoints to resume."""
 
-    def __init__(self, config: TrainConfig) -> None:  # no super().__init__: it creates the folder
+    def __init__(self, config: TrainConfig, device: str) -> None:  # no super().__init__: it writes
         from pathlib import Path
 
         self.config = config
+        if device.startswith("cuda"):  # rank 0 saved from its GPU, cuda:0; load onto this one's
+            self.map_location = {"cuda:0": device}
         self.dir = Path(config.runs_dir) / config.name
         self.checkpoints = self.dir / "checkpoints"
         self.trajectories = self.eval_trajectories = self._metrics = _NoWriter()

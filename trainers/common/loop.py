@@ -170,7 +170,7 @@ class Trainer:
         self.agent = agent if agent is not None else build_policy(config, self.device)
         self.agent.model.to(self.device)
         self.resume = resume
-        self.run = open_run(config, resume)
+        self.run = open_run(config, resume, self.device)
 
     def make_policy_optimizer(self) -> None:
         """`self.optimizer` and `self.scheduler` of the policy: AdamW at `lr` with `weight_decay` and a

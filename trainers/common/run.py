@@ -25,6 +25,8 @@ class Run:
     """`runs/NAME/`: config.yaml, metrics.jsonl, TensorBoard events, checkpoints/, trajectories.jsonl,
     credit.jsonl (per-turn credit, policy-gradient trainers), curve.png. Metrics are flat dicts with namespaced keys (`losses/critic`, `charts/success_rate`)."""
 
+    map_location: Any = None  # where checkpoint tensors load (`torch.load`): where they were saved
+
     def __init__(self, config: TrainConfig, resume: bool = False) -> None:
         self.config = config
         self.dir = Path(config.runs_dir) / config.name
@@ -119,7 +121,7 @@ class Run:
         paths = sorted(self.checkpoints.glob("iter_*.pt"))
         if not paths:
             return None
-        state = torch.load(paths[-1], weights_only=False)
+        state = torch.load(paths[-1], weights_only=False, map_location=self.map_location)
         set_rng_state(state["global_rng"])
         return state
 
