@@ -8,8 +8,8 @@ The scheme, chosen so that every trainer is correct under it without a line of i
   each episode with the sampler stream the one-process rollout gives it), then every rank gathers
   all of them in episode order (`gather_episodes`): every rank holds the data one process would.
 - Work on that data is replicated (advantages, values, eval, ArCHer's steps), except the minibatches
-  of `gradient_steps`, which are dealt to the ranks: minibatch k of an iteration to rank k mod W,
-  its loss exactly the one-process loss of that minibatch (token means, weighted means and all).
+  of `gradient_steps` and `Trainer.old_logprobs`, which are dealt to the ranks (minibatch k to rank
+  k mod W), each loss exactly the one-process loss of that minibatch (token means, weighted means).
   `batch_size` is per process, and an optimizer step accumulates `grad_accum_steps` x W minibatches
   (Accelerate's and TRL's convention: global batch = batch_size x grad_accum_steps x processes).
 - `optimizer_step` averages the gradients over the ranks before clipping (`average_gradients`, one
@@ -125,6 +125,22 @@ def gather_objects(items: Sequence[Any]) -> list[Any]:
     with collective("gathering results"):
         dist.all_gather_object(parts, list(items))
     return [item for part in parts for item in part]
+
+
+def dealt(batches: Sequence[Any]) -> list[Any]:
+    """This process's share of `batches` dealt round-robin (batch k to process k mod N)."""
+    return [batch for k, batch in enumerate(batches) if k % world_size() == rank()]
+
+
+def gather_dealt(results: list[Any], device: Any) -> list[Any]:
+    """`results` (one tensor per example, None where another process scored it) completed from every
+    process, on `device`."""
+    if world_size() == 1:
+        return results
+    scored = gather_objects([(i, result.cpu()) for i, result in enumerate(results) if result is not None])
+    for i, result in scored:
+        results[i] = result.to(device)
+    return results
 
 
 def any_rank(flag: bool) -> bool:

@@ -14,7 +14,15 @@ import numpy as np
 
 from turngym.trainers.common.collect import OffPolicyCollector, collect, evaluate_policy
 from turngym.trainers.common.config import TrainConfig
-from turngym.trainers.common.distributed import any_rank, check_same_start, is_main, join_processes, open_run
+from turngym.trainers.common.distributed import (
+    any_rank,
+    check_same_start,
+    dealt,
+    gather_dealt,
+    is_main,
+    join_processes,
+    open_run,
+)
 from turngym.trainers.common.optim import minibatches, optimizer_step, policy_optimizer
 from turngym.trainers.common.policy import build_policy, eval_settings
 from turngym.trainers.common.run import Run, check_run_folder, checkpoint_state, load_checkpoint_state
@@ -211,7 +219,7 @@ class Trainer:
     ) -> list[Any]:
         """Per-token log-probs (at the sampling temperature) of each action under the policy before
         an update, one 1-D tensor over its action tokens per example, in example order (the
-        denominators of PPO's and GRPO's ratios)."""
+        denominators of PPO's and GRPO's ratios). Several processes score their dealt minibatches."""
         import torch
 
         from turngym.trainers.common.policy import token_logprobs
@@ -220,7 +228,7 @@ class Trainer:
         behaviour = getattr(self, "behaviour", None) or self.agent  # the policy that played them
         out: list[Any] = [None] * len(states)
         with torch.no_grad():
-            for index in minibatches(len(states), config.batch_size, np.random.default_rng(0)):
+            for index in dealt(minibatches(len(states), config.batch_size, np.random.default_rng(0))):
                 tokens = behaviour.token_batch(
                     [states[i] for i in index], [actions[i] for i in index], [action_tokens[i] for i in index]
                 )
@@ -228,7 +236,7 @@ class Trainer:
                     logprobs = token_logprobs(behaviour.model, tokens, config.temperature).float()
                 for row, i in enumerate(index):
                     out[i] = logprobs[row][tokens.action_mask[row, 1:]]
-        return out
+        return gather_dealt(out, self.device)
 
     def state_dict(self) -> dict[str, Any]:
         return checkpoint_state(self.agent, **self._checkpoint_parts())
