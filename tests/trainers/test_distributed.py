@@ -336,3 +336,13 @@ def test_a_replica_run_writes_nothing_and_resumes_from_rank_0s_checkpoint(tmp_pa
     state = ReplicaRun(config, "cpu").latest_checkpoint()
     assert state["iteration"] == 3 and torch.equal(state["x"], torch.ones(2))
     assert ReplicaRun(config, "cuda:3").map_location == {"cuda:0": "cuda:3"}  # not rank 0's GPU
+
+
+def test_more_processes_than_gpus_is_refused(monkeypatch):
+    from turngym.errors import ConfigError
+    from turngym.trainers.common.launch import launch_command
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    with pytest.raises(ConfigError, match="--num-processes 8 but torch sees 4 GPUs"):
+        launch_command(8, ["train", "grpo", "turngym/KeyDoor-v0"])
+    assert "--multi_gpu" in launch_command(4, ["train"])

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from turngym.errors import ConfigError
+
 
 def free_port() -> int:
     """A TCP port free on this machine now (the rendezvous of a one-machine launch)."""
@@ -20,8 +22,15 @@ def launch_command(num_processes: int, args: Sequence[str]) -> list[str]:
     """The `accelerate launch` command (through `launch`) that runs `python -m turngym.cli ARGS` in `num_processes`
     processes on this machine: one per GPU, or, without GPUs, on the CPU with gloo (Accelerate's
     `--cpu` starts one process only, so `--multi_gpu` stands for both; the trainers pick gloo when
-    torch sees no GPU). Mixed precision stays TurnGym's own (`mixed_precision` key)."""
+    torch sees no GPU). Mixed precision stays TurnGym's own (`mixed_precision` key). More processes
+    than GPUs is a `ConfigError` (two processes cannot share a GPU under NCCL)."""
     import sys
+
+    import torch
+
+    gpus = torch.cuda.device_count()
+    if 0 < gpus < num_processes:
+        raise ConfigError(f"--num-processes {num_processes} but torch sees {gpus} GPUs: one process per GPU")
 
     return [
         sys.executable,
