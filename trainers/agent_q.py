@@ -24,6 +24,7 @@ from turngym.engine.rollout import rollout
 from turngym.errors import ConfigError
 from turngym.storage import atomic_write_bytes, to_json_line
 from turngym.trainers.common.collect import episode_seed, rollout_stats, sampling_as
+from turngym.trainers.common.distributed import is_main
 from turngym.trainers.dpo import DPOConfig, DPOTrainer, Pair, pair_rows, pairs_dataset
 from turngym.types import Message, Trajectory, build_conversation
 
@@ -154,6 +155,8 @@ class AgentQTrainer(DPOTrainer):
         return metrics, result.env_steps
 
     def _write_pairs(self, iteration: int, pairs: Sequence[Pair]) -> None:
+        if not is_main():  # the other processes of a multi-process run found the same pairs
+            return
         folder = self.run.dir / "pairs"
         for stale in folder.glob("iter_*.jsonl"):  # a killed run's later iterations: made again on resume
             if int(stale.stem.removeprefix("iter_")) > iteration:

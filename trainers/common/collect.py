@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from turngym.agents.sampling import SamplingConfig
 from turngym.engine.ray_backend import env_backend
+from turngym.trainers.common.distributed import gather_episodes, rank_share
 from turngym.types import Trajectory
 
 if TYPE_CHECKING:
@@ -52,30 +53,34 @@ def collect(
     """Sample `rollout_episodes` train-split episodes with the policy (seeds depend only on the run
     seed and the iteration, so a resumed run plays the same episodes). Each trajectory's metadata
     holds its `iteration` and the `policy_version` that played it (the number of updates the policy
-    had had: `iteration - 1`, or `iteration - 2` when collected ahead by `OffPolicyCollector`)."""
+    had had: `iteration - 1`, or `iteration - 2` when collected ahead by `OffPolicyCollector`).
+    In a multi-process run each process plays its share (whole GRPO groups) and all get every episode."""
     import turngym
 
     version = iteration - 1 if policy_version is None else policy_version
-
+    seed = episode_seed(config, iteration)
     kwargs.setdefault("num_episodes", config.rollout_episodes)
+    batch_size = kwargs.pop("batch_size", config.rollout_episodes)
+    share = rank_share(kwargs, seed, getattr(config, "group_size", 1))
+    sink = run.iteration_sink(iteration, policy_version=version) if run is not None else None
 
     with sampling_as(agent, config.sampling):
         trajectories = turngym.rollout(
             config.env_id,
             agent,
-            batch_size=kwargs.pop("batch_size", config.rollout_episodes),
-            seed=episode_seed(config, iteration),
+            batch_size=batch_size,
+            seed=seed,
             split="train",
             max_turns=config.max_turns,
             history_window=config.history_window,
             env_workers=config.env_workers,
             backend=env_backend(config.env_backend, config.ray_address),
-            sink=run.iteration_sink(iteration, policy_version=version) if run is not None else None,
-            **kwargs,
+            sink=sink if share is None else None,
+            **(kwargs if share is None else share),
         )
     for trajectory in trajectories:
         trajectory.metadata["policy_version"] = version
-    return trajectories
+    return trajectories if share is None else gather_episodes(trajectories, sink)
 
 
 class OffPolicyCollector:

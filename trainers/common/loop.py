@@ -13,6 +13,15 @@ from typing import Any
 
 from turngym.trainers.common.collect import OffPolicyCollector, collect, evaluate_policy
 from turngym.trainers.common.config import TrainConfig
+from turngym.trainers.common.distributed import (
+    any_rank,
+    check_same_start,
+    gather_dealt,
+    is_main,
+    join_processes,
+    open_run,
+    share_range,
+)
 from turngym.trainers.common.engines import build_rollout_engine
 from turngym.trainers.common.optim import optimizer_step, policy_optimizer
 from turngym.trainers.common.policy import build_policy, eval_settings
@@ -125,6 +134,8 @@ class StopRequest:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signum = signum
+        if not is_main():  # said once for a multi-process run
+            return
         sys.stderr.write(
             f"\n{signal.Signals(signum).name}: finishing this iteration, then saving a checkpoint and agent/ "
             "(Ctrl-C again stops at once, without them)\n"
@@ -136,7 +147,8 @@ def save_policy(trainer: Any, folder: str) -> None:
     """Save the policy as runs/NAME/`folder` with how its evals played, so that `turngym eval
     --agent` repeats them exactly."""
     trainer.agent.eval_settings = eval_settings(trainer.config)
-    trainer.agent.save(trainer.run.dir / folder)
+    if is_main():  # the other processes of a multi-process run hold the same policy
+        trainer.agent.save(trainer.run.dir / folder)
 
 
 def stopped_message(run: Run, iteration: int, total: int) -> str:
@@ -162,11 +174,11 @@ class Trainer:
         self.config = config
         check_run_folder(config, resume)  # a taken run folder fails before the model loads
         seed_everything(config.seed)
-        self.device = resolve_device(config.device)
+        self.device = join_processes(config, resolve_device(config.device))  # a process's own GPU
         self.agent = agent if agent is not None else build_policy(config, self.device)
         self.agent.model.to(self.device)
         self.resume = resume
-        self.run = Run(config, resume=resume)
+        self.run = open_run(config, resume, self.device)
         # what plays the training episodes: the policy, or a vLLM engine that follows it (`playing`)
         self.engine = build_rollout_engine(config, self.agent)
         self.player: Any = self.agent
@@ -229,18 +241,30 @@ class Trainer:
     ) -> list[Any]:
         """Per-token log-probs (at the sampling temperature) of each action under the policy before
         an update, one 1-D tensor over its action tokens per example, in example order (the
-        denominators of PPO's and GRPO's ratios)."""
+        denominators of PPO's and GRPO's ratios). Several processes score a contiguous share each."""
         import torch
 
         from turngym.trainers.common.packing import pack_turns, per_turn, turn_logprobs
 
         config = self.config
         behaviour = getattr(self, "behaviour", None) or self.agent  # the policy that played them
-        # all the turns at once: each episode's turns share one row where that is exact (pack_episodes)
-        tokens = pack_turns(behaviour, states, actions, action_tokens, pack=config.pack_episodes)
-        with torch.no_grad(), autocast(config, self.device):
-            logprobs = turn_logprobs(behaviour.model, tokens, config.temperature, config.batch_size)
-        return per_turn(logprobs, tokens)
+        # this process's contiguous share of the turns (all of them in one process), each episode's
+        # turns sharing one row where that is exact (pack_episodes); the other processes' come gathered
+        share = list(share_range(len(states)))
+        out: list[Any] = [None] * len(states)
+        if share:
+            tokens = pack_turns(
+                behaviour,
+                [states[i] for i in share],
+                [actions[i] for i in share],
+                [action_tokens[i] for i in share],
+                pack=config.pack_episodes,
+            )
+            with torch.no_grad(), autocast(config, self.device):
+                logprobs = turn_logprobs(behaviour.model, tokens, config.temperature, config.batch_size)
+            for i, scored in zip(share, per_turn(logprobs, tokens)):
+                out[i] = scored
+        return gather_dealt(out, self.device)
 
     def state_dict(self) -> dict[str, Any]:
         return checkpoint_state(self.agent, **self._checkpoint_parts())
@@ -276,11 +300,13 @@ def _train_loop(trainer: Any, resume: bool, stop: StopRequest) -> list[dict[str,
             trainer.load_state_dict(state)
             clock.load_state_dict(state["clock"])
             start = state["iteration"]
+        check_same_start(start)  # every process resumes from the same checkpoint
         run.rewind(start if state is not None else -1)  # without a checkpoint, iteration 0 reruns too
     total = config.num_iterations
     history = []
     description = f"{config.algo} {config.loop_unit}"  # short: the status text needs the width
-    bar, task = progress_bar(total, description, progress_enabled(config.progress), completed=start)
+    show = progress_enabled(config.progress) and is_main()
+    bar, task = progress_bar(total, description, show, completed=start)
     evals = [m["eval/success_rate"] for m in run.metrics() if "eval/success_rate" in m]
     best = max(evals, default=None)  # with keep_best: the success rate agent-best/ reached
 
@@ -293,7 +319,7 @@ def _train_loop(trainer: Any, resume: bool, stop: StopRequest) -> list[dict[str,
     noted: set[str] = set()
 
     def note(message: str) -> None:  # the eval's notices: one line each, once a run, not a warning per eval
-        if message not in noted:
+        if message not in noted and is_main():
             noted.add(message)
             print(f"note: {message}", file=sys.stderr, flush=True)
 
@@ -307,9 +333,9 @@ def _train_loop(trainer: Any, resume: bool, stop: StopRequest) -> list[dict[str,
         evals = [m["eval/success_rate"] for m in run.metrics() if "eval/success_rate" in m]
         held_out = evals[-1] if evals else None  # shown in the bar until the next eval
         metrics: dict[str, Any] = {}
-        reached = False
+        reached = stop_now = False
         for iteration in range(start + 1, total + 1):
-            if stop.signum is not None:  # asked during the eval at the start
+            if stop_now := stopping(stop):  # asked during the eval at the start
                 break
             bar.update(task, status=progress_status(metrics, held_out, "training"))
             metrics, steps = trainer.iteration(iteration)
@@ -332,13 +358,20 @@ def _train_loop(trainer: Any, resume: bool, stop: StopRequest) -> list[dict[str,
                 evaluated(metrics)
             history.append(metrics)
             done = iteration
-            if iteration % config.save_every == 0 or last or reached or stop.signum is not None:
+            stop_now = stopping(stop)
+            if iteration % config.save_every == 0 or last or reached or stop_now:
                 run.save_checkpoint(iteration, {**trainer.state_dict(), "clock": clock.state_dict()})
             bar.update(task, advance=1, status=progress_status(metrics, held_out))
-            if reached or stop.signum is not None:
+            if reached or stop_now:
                 break
     run.write_curve()
     save_policy(trainer, "agent")
-    if stop.signum is not None and done < total and not reached:
-        raise TrainingStopped(stop.signum, stopped_message(run, done, total))
+    if stop_now and done < total and not reached:  # (SIGTERM: another process of the run was asked)
+        raise TrainingStopped(stop.signum or signal.SIGTERM, stopped_message(run, done, total))
     return history
+
+
+def stopping(stop: StopRequest) -> bool:
+    """Whether to stop after this iteration: asked here or, in a multi-process run, in any process
+    (each process gets its signal at its own moment; all must stop after the same iteration)."""
+    return any_rank(stop.signum is not None)

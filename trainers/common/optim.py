@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from turngym.trainers.common.distributed import average_gradients, gather_objects, rank, world_size
+
 if TYPE_CHECKING:
     import torch
 
@@ -39,10 +41,13 @@ def policy_optimizer(model: Any, config: TrainConfig) -> tuple:
 
 
 def optimizer_step(optimizer: Any, scheduler: Any, params: Any, max_grad_norm: float) -> float:
-    """Clip, step, zero; returns the pre-clip gradient norm."""
+    """Average the gradients over the processes of a multi-process run (`average_gradients`), clip,
+    step, zero; returns the pre-clip gradient norm."""
     import torch
 
-    norm = torch.nn.utils.clip_grad_norm_([p for p in params if p.requires_grad], max_grad_norm)
+    params = [p for p in params if p.requires_grad]
+    average_gradients(params)
+    norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
@@ -95,16 +100,24 @@ def gradient_steps(
     """The minibatch loop every gradient trainer runs: `passes` shuffled passes over `n` examples in
     minibatches of `config.batch_size`; `loss(index)` gives a minibatch's mean loss and its metrics, its
     gradient is accumulated with the minibatch's weight, and `step()` runs at the end of each group of
-    `accum_steps` (default `config.grad_accum_steps`) minibatches. Returns each minibatch's metrics."""
+    `accum_steps` (default `config.grad_accum_steps`) minibatches. Returns each minibatch's metrics.
+
+    With W processes (trainers/common/distributed.py) a step accumulates `grad_accum_steps` x W
+    minibatches (`batch_size` is per process; an explicit `accum_steps` is the run's, as in one
+    process), minibatch k computed by process k mod W alone, its gradient scaled by W for the
+    average `optimizer_step` takes; every process returns every minibatch's metrics."""
     logs = []
-    accum_steps = accum_steps or config.grad_accum_steps
-    for batch in accumulated_minibatches(n, config.batch_size, accum_steps, rng, passes):
-        value, metrics = loss(batch.index)
-        (value * batch.weight).backward()
-        logs.append(metrics)
+    processes = world_size()
+    accum_steps = accum_steps or config.grad_accum_steps * processes
+    batches = accumulated_minibatches(n, config.batch_size, accum_steps, rng, passes)
+    for k, batch in enumerate(batches):
+        if k % processes == rank():
+            value, metrics = loss(batch.index)
+            (value * (batch.weight * processes)).backward()
+            logs.append((k, metrics))
         if batch.ends_group:
             step()
-    return logs
+    return [metrics for _, metrics in sorted(gather_objects(logs), key=lambda log: log[0])]
 
 
 def deep_copy_frozen(module: torch.nn.Module) -> torch.nn.Module:

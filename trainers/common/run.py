@@ -25,6 +25,8 @@ class Run:
     """`runs/NAME/`: config.yaml, metrics.jsonl, TensorBoard events, checkpoints/, trajectories.jsonl,
     credit.jsonl (per-turn credit, policy-gradient trainers), curve.png. Metrics are flat dicts with namespaced keys (`losses/critic`, `charts/success_rate`)."""
 
+    map_location: Any = None  # where checkpoint tensors load (`torch.load`): where they were saved
+
     def __init__(self, config: TrainConfig, resume: bool = False) -> None:
         self.config = config
         self.dir = Path(config.runs_dir) / config.name
@@ -119,7 +121,7 @@ class Run:
         paths = sorted(self.checkpoints.glob("iter_*.pt"))
         if not paths:
             return None
-        state = torch.load(paths[-1], weights_only=False)
+        state = torch.load(paths[-1], weights_only=False, map_location=self.map_location)
         set_rng_state(state["global_rng"])
         return state
 
@@ -160,8 +162,9 @@ def check_run_folder(config: TrainConfig, resume: bool) -> None:
                 f"not {current.get('algo')} on {_bare(current.get('env_id'))} (its {what} differs): "
                 "choose another run_name"
             )
-    # the loop's length may grow (resuming extends the same run) and the display may change
-    free = {"iterations", config.loop_unit, "progress", "env_id", "keep_best"}
+    # the loop's length may grow (resuming extends the same run) and the display may change; a run
+    # resumed with another number of processes keeps its global batch by its accumulation
+    free = {"iterations", config.loop_unit, "progress", "env_id", "keep_best", "grad_accum_steps"}
     changed = sorted(k for k in set(saved) | set(current) if k not in free and saved.get(k) != current.get(k))
     if changed:
         raise ConfigError(f"cannot resume {run_dir}: config differs from its config.yaml in {changed}")

@@ -461,12 +461,26 @@ def train(
     quiet: Annotated[
         bool, typer.Option("--quiet", help="Hide the progress bar (shown by default on a terminal).")
     ] = False,
+    num_processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Train in N processes on this machine (one per GPU, or N on the CPU): runs this command "
+            "under `accelerate launch`. batch_size is per process.",
+        ),
+    ] = 1,
 ) -> None:
     """Train a policy (default: a TinyAgent built for the env) and write runs/NAME/.
 
-    A progress bar with the latest metrics shows on a terminal (`--quiet`, or `--set progress=false`, hides it)."""
+    A progress bar with the latest metrics shows on a terminal (`--quiet`, or `--set progress=false`, hides it).
+    Under `accelerate launch -m turngym.cli train ...` (or `--num-processes N`) the processes train
+    together (docs/distributed.md)."""
+    import subprocess
+
     from turngym.trainers import algorithm
     from turngym.trainers.common.config import load_config
+    from turngym.trainers.common.distributed import is_main, world_size
+    from turngym.trainers.common.launch import launch_command
     from turngym.trainers.common.loop import progress_enabled
     from turngym.trainers.common.run import check_run_folder
 
@@ -477,23 +491,43 @@ def train(
             cfg.progress = False
         _library_bars(show=progress_enabled(cfg.progress))
         check_run_folder(cfg, resume)  # before the model loads and the env is built, not after
+        if num_processes > 1 and world_size() == 1:  # start the processes, each running this command
+            args = ["train", algo, env_id, *(["--config", str(config)] if config else [])]
+            args += [f"--set={item}" for item in set_ or []]
+            args += ["--resume"] * resume + ["--quiet"] * quiet
+            raise typer.Exit(code=wait_for(subprocess.Popen(launch_command(num_processes, args))))
         trainer = trainer_cls(cfg, resume=resume)
     except (TurnGymError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
     train_until_stopped(trainer)
-    print_report([trainer.run.dir])  # the loop drew curve.png: the tables only
-    console.print(f"curve: {trainer.run.dir / 'curve.png'}", highlight=False)
+    if is_main():  # the other processes of a multi-process run trained the same policy
+        print_report([trainer.run.dir])  # the loop drew curve.png: the tables only
+        console.print(f"curve: {trainer.run.dir / 'curve.png'}", highlight=False)
+
+
+def wait_for(process: Any) -> int:
+    """The exit status of a launched run; a Ctrl-C here is the launcher's and the processes' to act on
+    (they got it too: they stop after their iteration), so keep waiting."""
+    while True:
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            continue
 
 
 def train_until_stopped(trainer: Any) -> None:
     """Train; stopped by Ctrl-C or SIGTERM (after the current iteration, with a checkpoint and agent/
     saved), say so in one line and exit with the conventional 128 + the signal's number."""
+    from turngym.trainers.common.distributed import PeersLost, is_main
     from turngym.trainers.common.loop import TrainingStopped
 
     try:
         trainer.train()
+    except PeersLost as lost:
+        raise _fail(str(lost)) from None
     except TrainingStopped as stopped:
-        Console(stderr=True).print(stopped.message, highlight=False, soft_wrap=True)
+        if is_main():  # once for a multi-process run
+            Console(stderr=True).print(stopped.message, highlight=False, soft_wrap=True)
         raise typer.Exit(code=128 + stopped.signum) from None
     except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint of this iteration
         checkpoints = sorted(trainer.run.checkpoints.glob("iter_*.pt"))

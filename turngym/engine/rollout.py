@@ -143,6 +143,7 @@ def rollout(
     env_workers: int = 0,
     backend: str | BackendBuilder | None = None,
     overlap: bool = False,
+    first_index: int = 0,
 ) -> list[Trajectory]:
     """Run episodes with up to `batch_size` live at once and return their trajectories in episode order.
 
@@ -161,6 +162,8 @@ def rollout(
     when each call has a large fixed cost. The same seeds give the same trajectories with any
     backend, as long as the agent's action for an episode does not depend on which episodes share
     its batch (true of the scripted agents and of the LM agents' per-episode streams).
+    `first_index` is the index episode 0 has in a larger rollout this one is a share of (a process
+    of a multi-process run plays one): the LM agents' streams then draw that rollout's tokens.
     """
     plan = _episode_plan(num_episodes, seeds, task_ids, seed)
     if batch_size < 1:
@@ -197,7 +200,9 @@ def rollout(
             if slots.ready:
                 episodes = slots.take_ready()
                 conversations = [episode.conversation(history_window) for episode in episodes]
-                actions, action_tokens, action_logprobs = _act(agent, conversations, episodes, seed)
+                actions, action_tokens, action_logprobs = _act(
+                    agent, conversations, episodes, seed, first_index
+                )
                 _check_actions(actions, len(episodes), agent_name)
                 slots.step(episodes, actions, action_tokens, action_logprobs)
     finally:
@@ -405,7 +410,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _act(
-    agent: Agent, conversations: list[Conversation], live: list[LiveEpisode], seed: int
+    agent: Agent, conversations: list[Conversation], live: list[LiveEpisode], seed: int, first_index: int = 0
 ) -> tuple[list[str], list[list[int] | None], list[list[float] | None]]:
     """The agent's actions and, for an LM agent, the token ids it sampled for each and their
     log-probs as the agent reported them (`Generation.logprobs`; None where it reported none).
@@ -416,7 +421,7 @@ def _act(
     generate = getattr(agent, "generate", None)
     if callable(generate):
         if "streams" in inspect.signature(generate).parameters:
-            streams = [(seed, e.index, e.seed, e.turn) for e in live]
+            streams = [(seed, first_index + e.index, e.seed, e.turn) for e in live]
             generations = generate(conversations, streams=streams)
         else:
             generations = generate(conversations)
