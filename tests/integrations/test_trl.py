@@ -1,0 +1,192 @@
+"""TurnGym envs in TRL's GRPOTrainer (`turngym.integrations.trl`): the env's reward is TRL's reward,
+observations are masked from the loss, tool envs' tools are TRL's tools."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+import turngym
+from turngym import TextEnv, parse_reset_options
+from turngym.errors import ConfigError
+
+pytest.importorskip("trl")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import GRPOConfig, GRPOTrainer
+
+from turngym.integrations.trl import (
+    EPISODE_OVER,
+    EnvRollout,
+    episode_reward,
+    prompt_dataset,
+    save_tiny_qwen,
+    tool_environment,
+)
+from turngym.tool_env import function_schema
+
+WORDS = "test/Words-v0"
+
+
+class WordsEnv(TextEnv):
+    """Three turns; each pays the number of words of the reply (at most 3) over 3: a random model's
+    episodes get different rewards, so a reward that did not reach TRL would show."""
+
+    @property
+    def instructions(self) -> str:
+        return "Say a few words every turn."
+
+    def task_ids(self, split: str = "train") -> list[str]:
+        return ["words"]
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        parse_reset_options(options)
+        self.turn = 0
+        return "Turn zero: speak.", {"task": "speak", "task_id": "words"}
+
+    def step(self, action: str):
+        self.turn += 1
+        reward = min(len(str(action).split()), 3) / 3
+        done = self.turn == 3
+        return (
+            f"Turn {self.turn}: heard you, speak again.",
+            reward,
+            done,
+            False,
+            {"valid_action": True, "success": done},
+        )
+
+
+turngym.register(WORDS, WordsEnv, max_episode_steps=3, listed=False)
+
+
+def tiny_model(tmp_path, texts):
+    folder = save_tiny_qwen(texts, tmp_path / "model")
+    return AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+
+
+def grpo_config(tmp_path, **overrides) -> GRPOConfig:
+    settings = dict(
+        output_dir=str(tmp_path / "grpo"),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=6,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+    )
+    return GRPOConfig(**(settings | overrides))
+
+
+def test_text_env_episodes_reach_trl_with_their_reward_and_observations_masked(tmp_path):
+    model, tokenizer = tiny_model(
+        tmp_path, ["Say a few words every turn.", "Turn zero: speak.", "Turn 1 2 3: heard you, speak again."]
+    )
+    rollout_func = EnvRollout(WORDS, max_new_tokens=6)
+    played, scored = [], []
+    original_rollout = rollout_func.__call__
+
+    class Recording(EnvRollout):
+        def __call__(self, prompts, trainer):
+            output = original_rollout(prompts, trainer)
+            played.append((list(self.last_trajectories), output))
+            return output
+
+    rollout_func.__class__ = Recording
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=episode_reward,
+        args=grpo_config(tmp_path),
+        train_dataset=prompt_dataset(WORDS, 8),
+        processing_class=tokenizer,
+        rollout_func=rollout_func,
+    )
+    score = trainer._generate_and_score_completions
+
+    def recording_score(inputs):
+        result = score(inputs)
+        scored.append(result)
+        return result
+
+    trainer._generate_and_score_completions = recording_score
+    trainer.train()
+
+    logs = [log for log in trainer.state.log_history if "rewards/episode_reward/mean" in log]
+    assert len(logs) == len(played) == len(scored) == 2
+    all_rewards = []
+    for log, (trajectories, output), result in zip(logs, played, scored):
+        rewards = [t.total_reward for t in trajectories]
+        all_rewards += rewards
+        assert log["rewards/episode_reward/mean"] == pytest.approx(sum(rewards) / len(rewards))
+        for trajectory, prompt_ids, completion_ids, env_mask in zip(
+            trajectories, output["prompt_ids"], output["completion_ids"], output["env_mask"]
+        ):
+            assert trajectory.num_turns == 3
+            # the first prompt is the conversation TurnGym's rollout starts with
+            first = tokenizer.apply_chat_template(
+                trajectory.to_messages()[:2], add_generation_prompt=True, tokenize=False
+            )
+            assert tokenizer.decode(prompt_ids) == first
+            # the policy's tokens are the actions it sampled; the env's tokens hold the observations
+            policy = [t for t, m in zip(completion_ids, env_mask) if m == 1]
+            env = tokenizer.decode([t for t, m in zip(completion_ids, env_mask) if m == 0])
+            assert policy == [token for turn in trajectory.turns for token in turn.action_tokens]
+            assert env.count("heard you, speak again.") == 2  # the observations after turns 1 and 2
+        # TRL trains on exactly the policy's tokens: its tool_mask is our env_mask
+        tool_mask = result["tool_mask"]
+        for row, env_mask in enumerate(output["env_mask"]):
+            assert tool_mask[row, : len(env_mask)].tolist() == env_mask
+    assert len(set(all_rewards)) > 1, "all episodes got one reward: the check above could not fail"
+
+
+def test_prompt_dataset_rows_and_errors():
+    rows = prompt_dataset("turngym/KeyDoor-v0", 3, seed=5)
+    assert rows["seed"] == [5, 6, 7]
+    env = turngym.make("turngym/KeyDoor-v0")
+    observation, _ = env.reset(seed=6, options={"split": "train", "task_id": rows["task_id"][1]})
+    assert rows[1]["prompt"][0]["content"] == env.get_wrapper_attr("instructions")
+    assert rows[1]["prompt"][1]["content"] == observation
+    with pytest.raises(ConfigError, match="unknown split"):
+        prompt_dataset("turngym/KeyDoor-v0", 3, split="dev")
+    with pytest.raises(ConfigError, match="tool env"):
+        EnvRollout("turngym/Calc-v0")
+    with pytest.raises(ConfigError, match="not a tool env"):
+        tool_environment("turngym/KeyDoor-v0")
+    with pytest.raises(ConfigError, match="names no episode"):
+        EnvRollout(WORDS)._episode_of([{"role": "user", "content": "hi"}])
+
+
+def test_tool_environment_steps_the_env():
+    Calc = tool_environment("turngym/Calc-v0")
+    row = prompt_dataset("turngym/Calc-v0", 1)[0]
+    calc = Calc()
+    observation = calc.reset(**row)
+    env = turngym.make("turngym/Calc-v0")
+    expected, _ = env.reset(seed=row["seed"], options={"split": "train", "task_id": row["task_id"]})
+    assert observation == expected
+    # the tools have the env's schemas (TRL renders them from the methods)
+    from transformers.utils import get_json_schema
+
+    for name, function in env.unwrapped.tool_functions().items():
+        schema = get_json_schema(getattr(calc, name))
+        schema["function"].pop("return")  # transformers adds the return type; TurnGym's schemas leave it out
+        assert schema == function_schema(function, name)
+    gold = env.unwrapped.task.answer
+    assert (
+        calc.calculate(expression="2 + 3")
+        == env.step('{"name": "calculate", "arguments": {"expression": "2 + 3"}}')[0]
+    )
+    assert calc.get_reward() == 0.0
+    assert calc.submit(answer=str(gold)).startswith("Your answer is correct")
+    assert calc.get_reward() == 1.0
+    assert calc.calculate(expression="1") == EPISODE_OVER
