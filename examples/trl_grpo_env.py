@@ -8,8 +8,9 @@
    TurnGym's rollout shows at turn 0 (the rules as the system message, the first observation as
    the user message).
 2. With `--tiny`, a random one-block Llama with a word-level tokenizer and Qwen3's chat template
-   (`save_tiny_qwen`, nothing downloaded) is warmed up by behaviour cloning on expert episodes,
-   so that some episodes succeed and GRPO's groups have rewards that differ.
+   (`save_tiny_qwen`, nothing downloaded). It never opens a door, so every reward is 0 and GRPO's
+   advantages are 0: the run shows the path, not learning. `--warmup-steps N` first trains it by
+   behaviour cloning on expert episodes (TurnGym's BC loss).
 3. `GRPOTrainer` trains with `rollout_func=EnvRollout(env_id)`: every prompt is played as a whole
    episode by `turngym.rollout` with the trainer's model, the observations masked from the loss,
    and `episode_reward` hands each episode's total reward to TRL.
@@ -67,6 +68,12 @@ def main() -> None:
     )
     parser.add_argument("--model", default=None, help="a chat model folder or hub id (not with --tiny)")
     parser.add_argument("--steps", type=int, default=2, help="GRPO steps")
+    parser.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=0,
+        help="with --tiny: behaviour-cloning steps on expert episodes first",
+    )
     parser.add_argument("--vllm", action="store_true", help="generate with TRL's colocated vLLM engine")
     parser.add_argument("--out", default=None, help="output folder (default: a temp dir)")
     args = parser.parse_args()
@@ -80,12 +87,13 @@ def main() -> None:
         folder = save_tiny_qwen(env_texts(ENV_ID, 8), out / "tiny", hidden_size=64)
         model = AutoModelForCausalLM.from_pretrained(folder)
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        warm_up(model, tokenizer, episodes=64, steps=150)
+        if args.warmup_steps:
+            warm_up(model, tokenizer, episodes=64, steps=args.warmup_steps)
     else:
         model = AutoModelForCausalLM.from_pretrained(args.model)
         tokenizer = AutoTokenizer.from_pretrained(args.model)
 
-    dataset = prompt_dataset(ENV_ID, split="train")
+    dataset = prompt_dataset(ENV_ID, 64 if args.tiny else None, split="train")
     print(f"prompt dataset: {dataset.num_rows} KeyDoor train tasks, columns {dataset.column_names}")
     rollout_func = EnvRollout(ENV_ID, max_turns=4, max_new_tokens=16)
     config = GRPOConfig(
@@ -127,7 +135,7 @@ def main() -> None:
         f"last batch: {len(last)} episodes, {sum(t.success for t in last)} opened the right door, "
         f"{sum(t.num_turns for t in last) / len(last):.1f} turns on average"
     )
-    print("actions of the last episode:", last[-1].actions)
+    print(f"actions of the last episode: {last[-1].actions}")
     trainer.save_model(str(out / "model"))
     print(f"model folder: {out / 'model'}")
 

@@ -190,3 +190,67 @@ def test_tool_environment_steps_the_env():
     assert calc.submit(answer=str(gold)).startswith("Your answer is correct")
     assert calc.get_reward() == 1.0
     assert calc.calculate(expression="1") == EPISODE_OVER
+
+
+def test_tool_env_trains_through_environment_factory_with_the_env_reward(tmp_path):
+    """A tiny model taught to submit the first task's answer as a Qwen3 tool call, then 2 GRPO steps:
+    TRL calls `submit`, the env checks it, and the env's reward is TRL's reward column."""
+    import torch
+
+    Calc = tool_environment("turngym/Calc-v0")
+    dataset = prompt_dataset("turngym/Calc-v0", 1)
+    calc = Calc()
+    observation = calc.reset(**dataset[0])
+    answer = next(
+        t.answer
+        for t in turngym.make("turngym/Calc-v0").unwrapped.task_table()[0]
+        if t.task_id == dataset[0]["task_id"]
+    )
+    call = f'<tool_call>\n{{"name": "submit", "arguments": {{"answer": "{answer}"}}}}\n</tool_call>'
+    prompt = [{"role": m["role"], "content": m["content"]} for m in dataset[0]["prompt"]]
+    prompt[-1]["content"] += observation
+    tools = [getattr(calc, name) for name in ("calculate", "submit")]
+    model, tokenizer = tiny_model(
+        tmp_path,
+        [prompt[0]["content"], observation, call, str(calc.calculate.__doc__), str(calc.submit.__doc__)],
+    )
+    text = tokenizer.apply_chat_template(prompt, tools=tools, add_generation_prompt=True, tokenize=False)
+    prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    target = tokenizer(call, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    assert tokenizer.unk_token_id not in target
+    ids = torch.tensor([prompt_ids + target])
+    labels = torch.tensor([[-100] * len(prompt_ids) + target])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        loss = model(input_ids=ids, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    trainer = GRPOTrainer(
+        model=model,
+        args=grpo_config(tmp_path, max_completion_length=128, learning_rate=1e-4),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        environment_factory=Calc,
+    )
+    assert sorted(tool.__name__ for tool in trainer.tools) == ["calculate", "submit"]
+    score, env_rewards, scored = trainer._generate_and_score_completions, [], []
+
+    def recording_score(inputs):
+        result = score(inputs)
+        env_rewards.append([environment.get_reward() for environment in trainer.environments])
+        scored.append(result)
+        return result
+
+    trainer._generate_and_score_completions = recording_score
+    trainer.train()
+    logs = [log for log in trainer.state.log_history if "rewards/CalcEnvEnvironment/mean" in log]
+    assert len(logs) == len(env_rewards) == 2
+    for log, rewards in zip(logs, env_rewards):
+        assert log["rewards/CalcEnvEnvironment/mean"] == pytest.approx(sum(rewards) / len(rewards))
+    assert any(r == 1.0 for rewards in env_rewards for r in rewards), (
+        "no episode was solved: the check could not fail"
+    )
+    # the env's answer to `submit` came back as a tool message, masked from the loss
+    assert any((result["tool_mask"] == 0).any() for result in scored)
