@@ -4,6 +4,7 @@ observations are masked from the loss, tool envs' tools are TRL's tools."""
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -254,3 +255,95 @@ def test_tool_env_trains_through_environment_factory_with_the_env_reward(tmp_pat
     )
     # the env's answer to `submit` came back as a tool message, masked from the loss
     assert any((result["tool_mask"] == 0).any() for result in scored)
+
+
+class FakeVLLMGeneration:
+    """TRL's `VLLMGeneration.generate` as `EnvRollout` calls it, answering every prompt with `reply`
+    (token ids) and one log-prob per token; it records the prompts it was sent."""
+
+    def __init__(self, reply: list[int]) -> None:
+        self.reply, self.prompts = reply, []
+
+    def generate(self, prompts, images, num_generations, profiler=None):
+        assert images is None and num_generations == 1
+        self.prompts.append([list(p) for p in prompts])
+        logprobs = [[[-0.1 * (i + 1)] for i in range(len(self.reply))] for _ in prompts]
+        return prompts, [list(self.reply) for _ in prompts], logprobs, None
+
+
+def fake_trainer(model, tokenizer, **overrides):
+    """The attributes of a `GRPOTrainer` that `EnvRollout` reads."""
+    from types import SimpleNamespace
+
+    settings = dict(
+        processing_class=tokenizer,
+        model=model,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        min_p=None,
+        repetition_penalty=1.0,
+        max_completion_length=8,
+        use_vllm=True,
+        vllm_mode="colocate",
+        args=SimpleNamespace(seed=0, vllm_tensor_parallel_size=1),
+        state=SimpleNamespace(global_step=0),
+        accelerator=SimpleNamespace(process_index=0, num_processes=1),
+    )
+    return SimpleNamespace(**(settings | overrides))
+
+
+def test_vllm_mode_generates_with_trls_engine_and_cuts_actions_at_stop(tmp_path):
+    model, tokenizer = tiny_model(
+        tmp_path,
+        [
+            "Say a few words every turn.",
+            "Turn zero: speak.",
+            "Turn 1 2: heard you, speak again.",
+            "hello there friend",
+        ],
+    )
+    hello = tokenizer("hello there", add_special_tokens=False)["input_ids"]
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    vllm = FakeVLLMGeneration(hello + newline + tokenizer("friend", add_special_tokens=False)["input_ids"])
+    trainer = fake_trainer(model, tokenizer, vllm_generation=vllm)
+    prompts = [row["prompt"] for row in prompt_dataset(WORDS, 2)]
+    output = EnvRollout(WORDS, stop=("\n",))(prompts, trainer)
+
+    assert len(vllm.prompts) == 3  # one engine call per turn for both episodes
+    action = (
+        hello + newline
+    )  # vLLM samples past the stop string; the action ends with the token that completed it
+    for row, (completion, mask, logprobs) in enumerate(
+        zip(output["completion_ids"], output["env_mask"], output["logprobs"])
+    ):
+        policy = [t for t, m in zip(completion, mask) if m]
+        assert policy == action * 3
+        assert [lp for lp, m in zip(logprobs, mask) if m] == pytest.approx(
+            [-0.1 * (i + 1) for i in range(len(action))] * 3
+        )
+        assert all(lp == 0.0 for lp, m in zip(logprobs, mask) if not m)
+        # turn 2's prompt is turn 1's, the action, EOS (the template closes the cut turn) and the observation
+        turn1, turn2 = vllm.prompts[0][row], vllm.prompts[1][row]
+        assert turn2[: len(turn1) + len(action) + 1] == [*turn1, *action, tokenizer.eos_token_id]
+        assert "heard you, speak again." in tokenizer.decode(turn2[len(turn1) :])
+    assert output["episode_reward"] == [pytest.approx(2 / 3 * 3)] * 2  # "hello there" is 2 words, 3 turns
+
+
+def test_unsupported_trainer_settings_are_one_line_errors(tmp_path):
+    model, tokenizer = tiny_model(tmp_path, ["Say a few words every turn."])
+    prompts = [row["prompt"] for row in prompt_dataset(WORDS, 1)]
+    server = fake_trainer(
+        model, tokenizer, vllm_mode="server", accelerator=SimpleNamespace(process_index=0, num_processes=2)
+    )
+    with pytest.raises(ConfigError, match="vllm_mode='colocate'"):
+        EnvRollout(WORDS)(prompts, server)
+    top_k = fake_trainer(model, tokenizer, use_vllm=False, top_k=5)
+    with pytest.raises(ConfigError, match="unset top_k=5"):
+        EnvRollout(WORDS)(prompts, top_k)
+    with pytest.raises(ConfigError, match="mix"):
+        mixed = [
+            prompts[0],
+            [{**prompts[0][0], "episode": {**prompts[0][0]["episode"], "split": "test"}}, prompts[0][1]],
+        ]
+        EnvRollout(WORDS)(mixed, top_k)

@@ -335,7 +335,10 @@ class EnvRollout:
             trainer.args.seed, trainer.state.global_step, trainer.accelerator.process_index, self._calls
         )
         self._calls += 1
-        with _model_for_generation(trainer) as model:
+        use_vllm = getattr(trainer, "use_vllm", False)
+        # vLLM holds its own copy of the weights: the trainer's model only lends its config then
+        generation = contextlib.nullcontext(trainer.model) if use_vllm else _model_for_generation(trainer)
+        with generation as model:
             policy = TrainerPolicy(trainer, model, sampling, seed)
             trajectories = rollout(
                 self.env_id,
@@ -355,7 +358,7 @@ class EnvRollout:
         return {
             "prompt_ids": [p.prompt_ids for p in packed],
             "completion_ids": [p.completion_ids for p in packed],
-            "logprobs": [p.logprobs for p in packed] if getattr(trainer, "use_vllm", False) else None,
+            "logprobs": [p.logprobs for p in packed] if use_vllm else None,
             "env_mask": [p.env_mask for p in packed],
             "episode_reward": [float(t.total_reward) for t in trajectories],
             "success": [bool(t.success) for t in trajectories],
