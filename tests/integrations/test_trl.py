@@ -347,3 +347,14 @@ def test_unsupported_trainer_settings_are_one_line_errors(tmp_path):
             [{**prompts[0][0], "episode": {**prompts[0][0]["episode"], "split": "test"}}, prompts[0][1]],
         ]
         EnvRollout(WORDS)(mixed, top_k)
+
+
+def test_prompts_are_rendered_with_trls_chat_template_kwargs(tmp_path):
+    model, tokenizer = tiny_model(tmp_path, ["Say a few words every turn.", "Turn zero: speak."])
+    vllm = FakeVLLMGeneration([tokenizer.eos_token_id])
+    trainer = fake_trainer(
+        model, tokenizer, vllm_generation=vllm, chat_template_kwargs={"enable_thinking": False}
+    )
+    EnvRollout(WORDS, max_turns=2)([row["prompt"] for row in prompt_dataset(WORDS, 1)], trainer)
+    for prompt in (vllm.prompts[0][0], vllm.prompts[1][0]):  # Qwen3 without thinking: an empty think block
+        assert tokenizer.decode(prompt).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")

@@ -146,9 +146,17 @@ class TrainerPolicy(HFAgent):
     def __init__(self, trainer: Any, model: Any, sampling: SamplingConfig, seed: int) -> None:
         super().__init__(model, trainer.processing_class, sampling, name="trl", seed=seed)
         self.trainer = trainer
+        # TRL renders every prompt with these (e.g. Qwen3's `enable_thinking`): so does the rollout
+        self.template_kwargs = dict(getattr(trainer, "chat_template_kwargs", None) or {})
         self.episodes: dict[int, PackedEpisode] = {}
         self._contexts: deque[list[int]] = deque()
-        self._turn_ends = _eos_through_assistant(self.tokenizer)
+        self._turn_ends = _eos_through_assistant(self.tokenizer, self.template_kwargs)
+
+    def _render(self, messages: list[dict[str, str]]) -> list[int]:
+        text = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False, **self.template_kwargs
+        )
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def prompt_ids(self, conversation: Conversation) -> list[int]:
         # `HFAgent.generate` asks for each conversation's prompt in order: hand it the packed contexts
@@ -167,9 +175,8 @@ class TrainerPolicy(HFAgent):
             raise TurnGymError(
                 "TrainerPolicy plays inside turngym.rollout, which names each episode's stream"
             )
-        indices = [
-            stream[1] for stream in streams
-        ]  # the rollout's key: (seed, episode index, env seed, turn)
+        # the rollout names each row (seed, episode index, env seed, turn): the index finds its episode
+        indices = [stream[1] for stream in streams]
         contexts = [self._context(conversation, index) for conversation, index in zip(conversations, indices)]
         if getattr(self.trainer, "use_vllm", False):
             generations = self._vllm_generate(contexts)
@@ -239,10 +246,12 @@ class TrainerPolicy(HFAgent):
 _DUMMY_TURN = ({"role": "user", "content": "dummy"}, {"role": "assistant", "content": "dummy"})
 
 
-def _eos_through_assistant(tokenizer: Any) -> int:
+def _eos_through_assistant(tokenizer: Any, template_kwargs: dict[str, Any]) -> int:
     """How many EOS tokens a rendered user/assistant exchange has up to the assistant's end, the
     last of them ending the assistant's turn (the tokens after it are the next message's)."""
-    text = tokenizer.apply_chat_template(list(_DUMMY_TURN), add_generation_prompt=False, tokenize=False)
+    text = tokenizer.apply_chat_template(
+        list(_DUMMY_TURN), add_generation_prompt=False, tokenize=False, **template_kwargs
+    )
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     content = tokenizer(_DUMMY_TURN[1]["content"], add_special_tokens=False)["input_ids"]
     tail = ids[len(ids) - len(content) - 2 :]
