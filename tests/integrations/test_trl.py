@@ -358,3 +358,30 @@ def test_prompts_are_rendered_with_trls_chat_template_kwargs(tmp_path):
     EnvRollout(WORDS, max_turns=2)([row["prompt"] for row in prompt_dataset(WORDS, 1)], trainer)
     for prompt in (vllm.prompts[0][0], vllm.prompts[1][0]):  # Qwen3 without thinking: an empty think block
         assert tokenizer.decode(prompt).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+
+
+@pytest.mark.slow  # two processes that each import torch, transformers and TRL: 30-90 s here
+def test_vllm_server_mode_on_two_processes_plays_in_lock_step(tmp_path):
+    """TRL's engine in server mode is collective: a process whose episodes ended keeps joining its
+    rounds until every process has finished, and each process gets the answers to its own prompts."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    worker = Path(__file__).with_name("lockstep_worker.py")
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    done = subprocess.run(
+        [*launch, str(worker), str(tmp_path / "model")], capture_output=True, text=True, timeout=240
+    )
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert done.returncode == 0 and len(lines) == 2, done.stderr[-2000:]
+    first, second = sorted(lines, key=lambda line: line["rank"])
+    assert first["turns"] == [1, 1] and second["turns"] == [3, 3]
+    assert (
+        first["engine_calls"] == second["engine_calls"] == 3
+    )  # process 0 joined 2 rounds after its last turn
+    assert first["own_prompts"] == 2 and second["own_prompts"] == 6
+    assert first["answers_match"] and second["answers_match"]
+    assert first["rewards"] == [1.0, 1.0] and second["rewards"] == [3.0, 3.0]

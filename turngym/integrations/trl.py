@@ -151,6 +151,13 @@ class TrainerPolicy(HFAgent):
         self.episodes: dict[int, PackedEpisode] = {}
         self._contexts: deque[list[int]] = deque()
         self._turn_ends = _eos_through_assistant(self.tokenizer, self.template_kwargs)
+        # TRL's engine is collective in server mode and under tensor parallelism: play in lock step
+        vllm_mode = getattr(trainer, "vllm_mode", None)
+        processes = trainer.accelerator.num_processes
+        self.lockstep = getattr(trainer, "use_vllm", False) and (
+            (vllm_mode == "server" and processes > 1)
+            or getattr(trainer.args, "vllm_tensor_parallel_size", 1) > 1
+        )
 
     def _render(self, messages: list[dict[str, str]]) -> list[int]:
         text = self.tokenizer.apply_chat_template(
@@ -231,9 +238,12 @@ class TrainerPolicy(HFAgent):
         """One vLLM call for all live episodes, through TRL's engine (it samples at TRL's
         temperature/top_p/top_k, at most `max_completion_length` tokens an action, and its weights
         were synced by `GRPOTrainer._generate` before `rollout_func`)."""
-        _, completion_ids, logprobs, _ = self.trainer.vllm_generation.generate(
-            prompts=contexts, images=None, num_generations=1
-        )
+        if self.lockstep:
+            completion_ids, logprobs = self._lockstep_round(contexts)
+        else:
+            _, completion_ids, logprobs, _ = self.trainer.vllm_generation.generate(
+                prompts=contexts, images=None, num_generations=1
+            )
         generations = []
         for ids, token_logprobs in zip(completion_ids, logprobs):
             ids = _cut_tokens_at_stop(list(ids), self.sampling.stop, self.tokenizer)
@@ -241,6 +251,49 @@ class TrainerPolicy(HFAgent):
             text = cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), self.sampling.stop)
             generations.append(Generation(text, ids, kept))
         return generations
+
+    def _lockstep_round(self, contexts: list[list[int]]) -> tuple[list, list]:
+        """One engine call that every process joins with the same number of prompts.
+
+        TRL's engine is collective in server mode (`VLLMGeneration.generate` gathers every process's
+        prompts, the main process asks the server, each process takes the slice at its index times
+        its prompt count) and under tensor parallelism (the group gathers its prompts): every
+        process must call it as often as the others, with as many prompts. Episodes end at different
+        turns on different processes, so each round starts by gathering (prompts, still playing)
+        from all: a process pads its prompts to the largest count with a one-token filler, and one
+        that has finished its episodes keeps joining rounds (`finish_lockstep`) until none plays."""
+        import torch
+
+        accelerator = self.trainer.accelerator
+        state = torch.tensor([len(contexts), int(bool(contexts))], device=accelerator.device)
+        counts = accelerator.gather(state).view(-1, 2)  # (processes, 2)
+        if not counts[:, 1].any():
+            return [], []
+        filler = [self.tokenizer.eos_token_id]
+        padded = contexts + [filler] * (int(counts[:, 0].max()) - len(contexts))
+        _, completion_ids, logprobs, _ = self.trainer.vllm_generation.generate(
+            prompts=padded, images=None, num_generations=1
+        )
+        return completion_ids[: len(contexts)], logprobs[: len(contexts)]
+
+    def finish_lockstep(self) -> None:
+        """Join the other processes' engine rounds until every process has finished its episodes."""
+        while self.lockstep and self._idle_round():
+            pass
+
+    def _idle_round(self) -> bool:
+        """One round with no prompts of this process's own: False once no process plays."""
+        import torch
+
+        accelerator = self.trainer.accelerator
+        counts = accelerator.gather(torch.tensor([0, 0], device=accelerator.device)).view(-1, 2)
+        if not counts[:, 1].any():
+            return False
+        filler = [self.tokenizer.eos_token_id]
+        self.trainer.vllm_generation.generate(
+            prompts=[filler] * int(counts[:, 0].max()), images=None, num_generations=1
+        )
+        return True
 
 
 _DUMMY_TURN = ({"role": "user", "content": "dummy"}, {"role": "assistant", "content": "dummy"})
@@ -362,6 +415,7 @@ class EnvRollout:
                 env_workers=self.env_workers,
                 backend=self.env_backend,
             )
+            policy.finish_lockstep()
         self.last_trajectories = trajectories
         packed = [policy.episodes[i] for i in range(len(trajectories))]
         return {
@@ -392,13 +446,6 @@ def _check_sampling(trainer: Any) -> None:
     """TurnGym's transformers decoder samples with temperature and top-p only: refuse TRL settings
     it would ignore (TRL's vLLM engine applies them all)."""
     if getattr(trainer, "use_vllm", False):
-        mode = getattr(trainer, "vllm_mode", None)
-        processes = trainer.accelerator.num_processes
-        if (mode == "server" and processes > 1) or getattr(trainer.args, "vllm_tensor_parallel_size", 1) > 1:
-            raise ConfigError(
-                "EnvRollout with vLLM generates per process, turn by turn: use vllm_mode='colocate' with "
-                f"vllm_tensor_parallel_size=1 (got vllm_mode={mode!r} on {processes} processes)"
-            )
         return
     ignored = {
         "top_k": (trainer.top_k, (0, None)),
