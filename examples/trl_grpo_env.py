@@ -16,7 +16,8 @@
    and `episode_reward` hands each episode's total reward to TRL.
 
 Under `accelerate launch` (DDP, DeepSpeed, FSDP) every process plays its own share of the prompts;
-with `--vllm` TRL's colocated vLLM engine generates the actions.
+with `--vllm` TRL's colocated vLLM engine generates the actions, with `--vllm-server URL` a
+`trl vllm-serve` server (all processes in lock step, turn by turn).
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ def main() -> None:
         help="with --tiny: behaviour-cloning steps on expert episodes first",
     )
     parser.add_argument("--vllm", action="store_true", help="generate with TRL's colocated vLLM engine")
+    parser.add_argument(
+        "--vllm-server", default=None, help="generate with a `trl vllm-serve` server at this URL instead"
+    )
     parser.add_argument("--out", default=None, help="output folder (default: a temp dir)")
     args = parser.parse_args()
     if args.tiny == (args.model is not None):
@@ -110,8 +114,9 @@ def main() -> None:
         disable_tqdm=True,
         use_cpu=args.tiny,
         bf16=not args.tiny,
-        use_vllm=args.vllm,
-        vllm_mode="colocate",
+        use_vllm=args.vllm or args.vllm_server is not None,
+        vllm_mode="server" if args.vllm_server else "colocate",
+        vllm_server_base_url=args.vllm_server,
         seed=0,
     )
     trainer = GRPOTrainer(

@@ -273,7 +273,6 @@ class FakeVLLMGeneration:
 
 def fake_trainer(model, tokenizer, **overrides):
     """The attributes of a `GRPOTrainer` that `EnvRollout` reads."""
-    from types import SimpleNamespace
 
     settings = dict(
         processing_class=tokenizer,
@@ -333,11 +332,6 @@ def test_vllm_mode_generates_with_trls_engine_and_cuts_actions_at_stop(tmp_path)
 def test_unsupported_trainer_settings_are_one_line_errors(tmp_path):
     model, tokenizer = tiny_model(tmp_path, ["Say a few words every turn."])
     prompts = [row["prompt"] for row in prompt_dataset(WORDS, 1)]
-    server = fake_trainer(
-        model, tokenizer, vllm_mode="server", accelerator=SimpleNamespace(process_index=0, num_processes=2)
-    )
-    with pytest.raises(ConfigError, match="vllm_mode='colocate'"):
-        EnvRollout(WORDS)(prompts, server)
     top_k = fake_trainer(model, tokenizer, use_vllm=False, top_k=5)
     with pytest.raises(ConfigError, match="unset top_k=5"):
         EnvRollout(WORDS)(prompts, top_k)
