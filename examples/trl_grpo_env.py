@@ -15,7 +15,7 @@
    episode by `turngym.rollout` with the trainer's model, the observations masked from the loss,
    and `episode_reward` hands each episode's total reward to TRL.
 
-Under `accelerate launch` (DDP, DeepSpeed, FSDP) every process plays its own share of the prompts;
+Under `accelerate launch` (DDP, DeepSpeed; FSDP with vLLM) every process plays its own share of the prompts;
 with `--vllm` TRL's colocated vLLM engine generates the actions, with `--vllm-server URL` a
 `trl vllm-serve` server (all processes in lock step, turn by turn).
 """

@@ -332,6 +332,22 @@ def test_vllm_mode_generates_with_trls_engine_and_cuts_actions_at_stop(tmp_path)
 def test_unsupported_trainer_settings_are_one_line_errors(tmp_path):
     model, tokenizer = tiny_model(tmp_path, ["Say a few words every turn."])
     prompts = [row["prompt"] for row in prompt_dataset(WORDS, 1)]
+    two = SimpleNamespace(process_index=0, num_processes=2)
+    fsdp = fake_trainer(
+        model, tokenizer, use_vllm=False, accelerator=two, _dist=SimpleNamespace(is_fsdp=True)
+    )
+    with pytest.raises(ConfigError, match="FSDP-sharded"):
+        EnvRollout(WORDS)(prompts, fsdp)
+    zero3 = fake_trainer(
+        model,
+        tokenizer,
+        use_vllm=False,
+        accelerator=two,
+        _dist=SimpleNamespace(is_fsdp=False, is_zero3=True),
+        args=SimpleNamespace(seed=0, ds3_gather_for_generation=False),
+    )
+    with pytest.raises(ConfigError, match="ds3_gather_for_generation=True"):
+        EnvRollout(WORDS)(prompts, zero3)
     top_k = fake_trainer(model, tokenizer, use_vllm=False, top_k=5)
     with pytest.raises(ConfigError, match="unset top_k=5"):
         EnvRollout(WORDS)(prompts, top_k)

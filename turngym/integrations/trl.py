@@ -385,7 +385,7 @@ class EnvRollout:
         splits = sorted({e.get("split") or "train" for e in episodes})
         if len(splits) > 1:
             raise ConfigError(f"one rollout plays one split; the prompts mix {splits}")
-        _check_sampling(trainer)
+        _check_trainer(trainer)
         sampling = SamplingConfig(
             temperature=trainer.temperature,
             top_p=trainer.top_p,
@@ -442,11 +442,26 @@ class EnvRollout:
         return episode
 
 
-def _check_sampling(trainer: Any) -> None:
-    """TurnGym's transformers decoder samples with temperature and top-p only: refuse TRL settings
-    it would ignore (TRL's vLLM engine applies them all)."""
+def _check_trainer(trainer: Any) -> None:
+    """Refuse TRL settings the transformers path would get wrong: sampling options TurnGym's decoder
+    does not apply (TRL's vLLM engine applies them all), and sharded models whose every forward
+    pass is collective (FSDP; DeepSpeed ZeRO-3 without `ds3_gather_for_generation`), which
+    transformers' `generate` keeps in step across processes (`synced_gpus`) and TurnGym's
+    turn-by-turn decoding does not."""
     if getattr(trainer, "use_vllm", False):
         return
+    distributed = getattr(trainer, "_dist", None)
+    if distributed is not None and trainer.accelerator.num_processes > 1:
+        if distributed.is_fsdp:
+            raise ConfigError(
+                "EnvRollout cannot generate with an FSDP-sharded model on several processes: use "
+                "use_vllm=True, or DDP / DeepSpeed ZeRO-2/3"
+            )
+        if distributed.is_zero3 and not trainer.args.ds3_gather_for_generation:
+            raise ConfigError(
+                "EnvRollout under DeepSpeed ZeRO-3 needs ds3_gather_for_generation=True (the default), "
+                "or use_vllm=True"
+            )
     ignored = {
         "top_k": (trainer.top_k, (0, None)),
         "min_p": (trainer.min_p, (None, 0.0)),
