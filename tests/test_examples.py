@@ -75,6 +75,19 @@ def test_trl_sft_export(monkeypatch, capsys, tmp_path):
     assert (tmp_path / "model" / "config.json").exists()
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # transformers 5 renamed gradient checkpointing
+def test_trl_grpo_env(monkeypatch, capsys, tmp_path):
+    pytest.importorskip("trl")
+    output = run_example(
+        "trl_grpo_env.py", "--tiny", "--out", str(tmp_path), monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert "prompt dataset: 64 KeyDoor train tasks" in output
+    steps = re.findall(r"GRPO step (\d): episode reward ([\d.]+)", output)
+    assert [step for step, _ in steps] == ["1", "2"]  # GRPOTrainer trained 2 steps on KeyDoor episodes
+    assert re.search(r"last batch: 8 episodes, \d opened the right door", output)
+    assert (tmp_path / "model" / "config.json").exists()
+
+
 def test_trl_chat_template_matches_the_tiny_agents():
     """The template with {% generation %} markers renders exactly TinyAgent's plain template, so
     TRL trains on the text the agent is prompted with."""
