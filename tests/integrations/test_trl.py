@@ -221,8 +221,8 @@ def test_tool_env_trains_through_environment_factory_with_the_env_reward(tmp_pat
     assert tokenizer.unk_token_id not in target
     ids = torch.tensor([prompt_ids + target])
     labels = torch.tensor([[-100] * len(prompt_ids) + target])
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-2)
+    for _ in range(50):
         loss = model(input_ids=ids, labels=labels).loss
         optimizer.zero_grad()
         loss.backward()
@@ -395,3 +395,12 @@ def test_vllm_server_mode_on_two_processes_plays_in_lock_step(tmp_path):
     assert first["own_prompts"] == 2 and second["own_prompts"] == 6
     assert first["answers_match"] and second["answers_match"]
     assert first["rewards"] == [1.0, 1.0] and second["rewards"] == [3.0, 3.0]
+
+
+def test_a_template_that_does_not_end_turns_with_eos_is_a_one_line_error(tmp_path):
+    model, tokenizer = tiny_model(tmp_path, ["Say a few words every turn."])
+    tokenizer.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    trainer = fake_trainer(model, tokenizer, vllm_generation=FakeVLLMGeneration([tokenizer.eos_token_id]))
+    with pytest.raises(ConfigError, match="does not end an assistant turn with the EOS token") as error:
+        EnvRollout(WORDS)([row["prompt"] for row in prompt_dataset(WORDS, 1)], trainer)
+    assert "\n" not in str(error.value)

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     import datasets
 
 EPISODE_KEY = "episode"
-"""The key of the system message of a `prompt_dataset` prompt that names its episode (`seed`,
+"""The key of the system message of a `prompt_dataset` prompt that names its episode (`seed`, `split`,
 `task_id`, `env_id`): `rollout_func` receives only the prompts' messages, not the dataset's other
 columns, so the episode travels inside the prompt (chat templates ignore the extra key)."""
 
