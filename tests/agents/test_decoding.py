@@ -96,20 +96,14 @@ def test_sampled_rollouts_are_the_same_with_and_without_the_cache(env_id):
     cached = tiny(env_id, temperature=1.0)
     uncached = tiny(env_id, temperature=1.0, prefix_cache_mb=0)
 
-    def play(agent: HFAgent, batch_size: int) -> tuple[list[dict], list[float]]:
-        """The episodes, and apart from them the log-probs of their tokens (the same up to float
-        rounding: a cached prefix sums its attention in another order)."""
+    def play(agent: HFAgent, batch_size: int) -> list[dict]:
         trajectories = turngym.rollout(env_id, agent, 6, batch_size=batch_size, max_turns=5, seed=7)
-        episodes = [t.to_dict() for t in trajectories]
-        logprobs = [p for e in episodes for turn in e["turns"] for p in turn.pop("action_logprobs")]
-        return episodes, logprobs
+        return [t.to_dict() for t in trajectories]
 
-    reference, reference_logprobs = play(uncached, 1)
+    reference = play(uncached, 1)
     assert uncached.token_counts["prefilled"] == uncached.token_counts["prompt"]
-    for batch_size in (1, 4):
-        episodes, logprobs = play(cached, batch_size)
-        assert episodes == reference
-        assert logprobs == pytest.approx(reference_logprobs, abs=1e-4)
+    assert play(cached, 1) == reference
+    assert play(cached, 4) == reference
     assert cached.token_counts["prefilled"] < cached.token_counts["prompt"] / 2
 
 
