@@ -98,6 +98,9 @@ class VLLMRolloutEngine:
     update the engine's GPU memory back where vLLM has sleep mode (`vllm_sleep_mode`)."""
 
     name = "vllm"
+    sampling_logprobs = (
+        True  # `generate`'s log-probs are of the sampling distribution: the rollout keeps them
+    )
 
     def __init__(self, policy: HFAgent, config: TrainConfig) -> None:
         from turngym.agents.vllm import VLLMAgent, private_folder
