@@ -190,8 +190,14 @@ class VLLMAgent:
 
     def _weights_folder(self) -> Path:
         if self._sync_dir is None:
-            ram = Path("/dev/shm")
-            parent = str(ram) if ram.is_dir() and os.access(ram, os.W_OK) else None
-            self._sync_dir = Path(tempfile.mkdtemp(prefix="turngym-vllm-weights-", dir=parent))
-            weakref.finalize(self, shutil.rmtree, self._sync_dir, True)
+            self._sync_dir = private_folder(self, "turngym-vllm-weights-")
         return self._sync_dir
+
+
+def private_folder(owner: object, prefix: str) -> Path:
+    """A new private folder, in RAM (/dev/shm) where there is one, removed when `owner` is collected."""
+    ram = Path("/dev/shm")
+    parent = str(ram) if ram.is_dir() and os.access(ram, os.W_OK) else None
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    weakref.finalize(owner, shutil.rmtree, folder, True)
+    return folder

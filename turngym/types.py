@@ -64,9 +64,9 @@ def build_conversation(
 class Turn:
     """One agent turn: the observation it answered, its action, and what the env returned.
     `action_tokens`: the token ids an LM agent sampled for the action (None for other agents);
-    trainers score these, not a re-tokenization of `action`. `action_logprobs`: their log-probs as
-    the agent that sampled them reported them (`Generation.logprobs`), e.g. the vLLM rollout
-    engine's, which a trainer's importance-sampling correction compares with its own."""
+    trainers score these, not a re-tokenization of `action`. `action_logprobs`: their log-probs under
+    the distribution they were sampled from, kept from agents that report those (the vLLM rollout
+    engine: `sampling_logprobs`); a trainer's importance-sampling correction compares them with its own."""
 
     observation: str
     action: str

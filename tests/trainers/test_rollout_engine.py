@@ -157,17 +157,30 @@ def test_vllm_engine_update_weighs_by_the_engine_logprobs(vllm_found):
     assert _minibatch_loss(off, agent, [(o - 0.2).tolist() for o in old])[0] == pytest.approx(plain)
 
 
-def test_rollout_keeps_each_actions_logprobs_beside_its_tokens():
-    """`Turn.action_logprobs`: what the agent's `generate` reported for the tokens it drew, kept
-    through the trajectory's dict form (the run's trajectories.jsonl)."""
+def test_rollout_keeps_the_logprobs_of_an_agent_that_samples_by_them():
+    """`Turn.action_logprobs`: kept from an agent whose `sampling_logprobs` is true (the vLLM engine)
+    through the trajectory's dict form (the run's trajectories.jsonl); an HF agent's (temperature 1,
+    last bits varying with the batch) are not kept, so its trajectories stay as they were."""
     import turngym
+    from turngym.agents.sampling import Generation
     from turngym.agents.tiny import TinyAgent, TinyConfig
     from turngym.types import Trajectory
 
-    agent = TinyAgent.from_env("turngym/KeyDoor-v0", TinyConfig(n_layer=1, n_embd=32, n_head=2))
-    (trajectory,) = turngym.rollout("turngym/KeyDoor-v0", agent, num_episodes=1, max_turns=2)
-    for turn in trajectory.turns:
-        assert len(turn.action_logprobs) == len(turn.action_tokens) > 0
-        assert all(lp <= 0 for lp in turn.action_logprobs)
-    again = Trajectory.from_dict(trajectory.to_dict())
-    assert [t.action_logprobs for t in again.turns] == [t.action_logprobs for t in trajectory.turns]
+    tiny = TinyAgent.from_env("turngym/KeyDoor-v0", TinyConfig(n_layer=1, n_embd=32, n_head=2))
+
+    class Engine:  # stands in for VLLMRolloutEngine
+        name = "engine"
+        sampling_logprobs = True
+
+        def act(self, conversations, episodes=None):
+            return [g.text for g in self.generate(conversations)]
+
+        def generate(self, conversations):
+            return [Generation("look", [7, 8], [-0.25, -0.5]) for _ in conversations]
+
+    (played,) = turngym.rollout("turngym/KeyDoor-v0", Engine(), num_episodes=1, max_turns=2)
+    assert [t.action_logprobs for t in played.turns] == [[-0.25, -0.5]] * 2
+    again = Trajectory.from_dict(played.to_dict())
+    assert [t.action_logprobs for t in again.turns] == [[-0.25, -0.5]] * 2
+    (hf,) = turngym.rollout("turngym/KeyDoor-v0", tiny, num_episodes=1, max_turns=2)
+    assert all(t.action_tokens and t.action_logprobs is None for t in hf.turns)

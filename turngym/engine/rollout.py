@@ -118,7 +118,8 @@ class Agent(Protocol):
     LM agents (HFAgent, TinyAgent, VLLMAgent) also have `generate(conversations) -> list[Generation]`;
     the rollout calls that instead of `act` and keeps each action's sampled token ids in
     `Turn.action_tokens`, so trainers score the tokens the policy drew. A `generate` that takes
-    `streams=` gets one key per episode and turn to seed that row's sampler with."""
+    `streams=` gets one key per episode and turn to seed that row's sampler with. An agent with
+    `sampling_logprobs = True` also has the log-probs it reports kept in `Turn.action_logprobs`."""
 
     def act(
         self, conversations: Sequence[Conversation], episodes: Sequence[LiveEpisode] | None = None
@@ -412,8 +413,10 @@ def _first_line(exc: BaseException) -> str:
 def _act(
     agent: Agent, conversations: list[Conversation], live: list[LiveEpisode], seed: int, first_index: int = 0
 ) -> tuple[list[str], list[list[int] | None], list[list[float] | None]]:
-    """The agent's actions and, for an LM agent, the token ids it sampled for each and their
-    log-probs as the agent reported them (`Generation.logprobs`; None where it reported none).
+    """The agent's actions and, for an LM agent, the token ids it sampled for each and, from an
+    agent whose `sampling_logprobs` is true (the vLLM rollout engine), their log-probs under the
+    distribution it sampled from (`Generation.logprobs`; else None: an HF agent's are at temperature 1
+    and vary in the last bits with the batch, so they are not kept).
 
     An LM agent whose `generate` takes `streams` gets one key per episode and turn (the rollout's
     seed, the episode's index and seed, the turn) to seed that episode's sampler with, so its
@@ -425,10 +428,11 @@ def _act(
             generations = generate(conversations, streams=streams)
         else:
             generations = generate(conversations)
+        keep_logprobs = getattr(agent, "sampling_logprobs", False)
         return (
             [g.text for g in generations],
             [list(g.token_ids) for g in generations],
-            [list(g.logprobs) or None for g in generations],
+            [(list(g.logprobs) or None) if keep_logprobs else None for g in generations],
         )
     return agent.act(conversations, live), [None] * len(conversations), [None] * len(conversations)
 
