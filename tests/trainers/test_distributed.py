@@ -242,14 +242,21 @@ def test_an_fsdp_or_deepspeed_launch_is_refused_in_one_line(variable, what, monk
 
 def test_async_collect_and_too_few_episodes_are_refused_with_several_processes(monkeypatch):
     from turngym.errors import ConfigError
-    from turngym.trainers.common.distributed import join_processes
+    from turngym.trainers.bc import BCConfig
+    from turngym.trainers.common.distributed import check_launch, join_processes
     from turngym.trainers.grpo import GRPOConfig
+    from turngym.trainers.ppo import PPOConfig
 
     monkeypatch.setenv("WORLD_SIZE", "4")
     with pytest.raises(ConfigError, match="async_collect"):
         join_processes(GRPOConfig(async_collect=True), "cpu")
     with pytest.raises(ConfigError, match="at least one group of 4 episodes"):
         join_processes(GRPOConfig(rollout_episodes=8, group_size=4), "cpu")
+    with pytest.raises(
+        ConfigError, match=r"rollout_episodes \(2\) must give each of the 4 processes at least one"
+    ):
+        join_processes(PPOConfig(rollout_episodes=2), "cpu")
+    check_launch(BCConfig(rollout_episodes=2))  # BC plays no rollouts: nothing to share
 
 
 def test_shares_are_contiguous_whole_groups_covering_every_episode(monkeypatch):
