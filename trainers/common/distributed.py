@@ -25,6 +25,7 @@ refused (`examples/accelerate/` has their config files for TRL's GRPOTrainer, wh
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -75,6 +76,9 @@ def join_processes(config: TrainConfig, device: str) -> str:
 
     cpu = device == "cpu" or not torch.cuda.is_available()
     state = PartialState(cpu=cpu, timeout=timedelta(seconds=TIMEOUT_S))
+    # leave the group before the interpreter tears down: a gloo group left to its destructor at
+    # exit can abort the process ("terminate called without an active exception", seen here)
+    atexit.register(state.destroy_process_group)
     return str(state.device)
 
 
