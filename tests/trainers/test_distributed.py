@@ -110,7 +110,9 @@ def train(algo: str, runs: Path, name: str, processes: int, *extra: str, **keys)
     if processes > 1:
         command += ["--num-processes", str(processes)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
 
 
 def succeeded(process: subprocess.Popen, timeout: float = 240) -> None:
@@ -242,14 +244,21 @@ def test_an_fsdp_or_deepspeed_launch_is_refused_in_one_line(variable, what, monk
 
 def test_async_collect_and_too_few_episodes_are_refused_with_several_processes(monkeypatch):
     from turngym.errors import ConfigError
-    from turngym.trainers.common.distributed import join_processes
+    from turngym.trainers.bc import BCConfig
+    from turngym.trainers.common.distributed import check_launch, join_processes
     from turngym.trainers.grpo import GRPOConfig
+    from turngym.trainers.ppo import PPOConfig
 
     monkeypatch.setenv("WORLD_SIZE", "4")
     with pytest.raises(ConfigError, match="async_collect"):
         join_processes(GRPOConfig(async_collect=True), "cpu")
     with pytest.raises(ConfigError, match="at least one group of 4 episodes"):
         join_processes(GRPOConfig(rollout_episodes=8, group_size=4), "cpu")
+    with pytest.raises(
+        ConfigError, match=r"rollout_episodes \(2\) must give each of the 4 processes at least one"
+    ):
+        join_processes(PPOConfig(rollout_episodes=2), "cpu")
+    check_launch(BCConfig(rollout_episodes=2))  # BC plays no rollouts: nothing to share
 
 
 def test_shares_are_contiguous_whole_groups_covering_every_episode(monkeypatch):
@@ -289,10 +298,12 @@ def test_a_share_of_a_rollout_samples_what_the_whole_rollout_samples():
 
 
 @pytest.mark.slow
-def test_sigterm_to_the_launcher_stops_every_process_after_one_iteration_with_a_checkpoint(
-    uniform_policy, tmp_path
+@pytest.mark.parametrize("to", ["launcher", "terminal"])
+def test_a_stop_request_stops_every_process_after_one_iteration_with_a_checkpoint(
+    to, uniform_policy, tmp_path
 ):
-    """The processes agree on the iteration to stop after; rank 0 saves, and says so once."""
+    """SIGTERM to the launcher, or Ctrl-C as a terminal sends it (SIGINT to every process of the
+    command): the processes agree on the iteration to stop after; rank 0 saves, and says so once."""
     import psutil
 
     run = train("grpo", tmp_path, "stopped", 2, init_from=uniform_policy, iterations=10_000)
@@ -301,11 +312,16 @@ def test_sigterm_to_the_launcher_stops_every_process_after_one_iteration_with_a_
     while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
         assert run.poll() is None and time.monotonic() < deadline, run.communicate()[1][-2000:]
         time.sleep(0.2)
-    (launcher,) = psutil.Process(run.pid).children()
-    launcher.send_signal(signal.SIGTERM)
+    sent = signal.SIGTERM if to == "launcher" else signal.SIGINT
+    if to == "launcher":
+        (launcher,) = psutil.Process(run.pid).children()
+        launcher.send_signal(sent)
+    else:
+        os.killpg(run.pid, sent)  # the command's own session: the terminal's foreground group
     _, err = run.communicate(timeout=60)
-    assert run.returncode == 128 + signal.SIGTERM, err[-3000:]
-    assert err.count("stopped after iteration") == 1 and err.count("SIGTERM: finishing") == 1, err
+    assert run.returncode == 128 + sent, err[-3000:]
+    assert err.count("stopped after iteration") == 1, err
+    assert err.count(f"{signal.Signals(sent).name}: finishing") == 1, err
     (checkpoint,) = (tmp_path / "stopped" / "checkpoints").glob("iter_*.pt")
     last = json.loads(metrics.read_text().splitlines()[-1])["iteration"]
     assert checkpoint.name == f"iter_{last:06d}.pt"

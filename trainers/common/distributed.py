@@ -25,6 +25,7 @@ refused (`examples/accelerate/` has their config files for TRL's GRPOTrainer, wh
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -69,6 +70,20 @@ def join_processes(config: TrainConfig, device: str) -> str:
     else `device` as it was."""
     if world_size() == 1:
         return device
+    check_launch(config)
+    import torch
+    from accelerate import PartialState
+
+    cpu = device == "cpu" or not torch.cuda.is_available()
+    state = PartialState(cpu=cpu, timeout=timedelta(seconds=TIMEOUT_S))
+    # leave the group before the interpreter tears down: a gloo group left to its destructor at
+    # exit can abort the process ("terminate called without an active exception", seen here)
+    atexit.register(state.destroy_process_group)
+    return str(state.device)
+
+
+def check_launch(config: TrainConfig) -> None:
+    """A one-line `ConfigError` for what several processes cannot train."""
     for variable, what in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
         if os.environ.get(variable, "").lower() == "true":
             raise ConfigError(
@@ -79,18 +94,13 @@ def join_processes(config: TrainConfig, device: str) -> str:
     if getattr(config, "async_collect", False):
         raise ConfigError("async_collect=true trains in one process only; drop it to train with several")
     group = getattr(config, "group_size", 1)
-    if config.rollout_episodes < world_size() * group:
+    plays = config.loop_unit == "iterations"  # the offline trainers count epochs and play no rollouts
+    if plays and config.rollout_episodes < world_size() * group:
         raise ConfigError(
             f"rollout_episodes ({config.rollout_episodes}) must give each of the {world_size()} processes "
             f"at least {'one group of ' + str(group) if group > 1 else 'one'} episode"
             f"{'s' if group > 1 else ''}"
         )
-    import torch
-    from accelerate import PartialState
-
-    cpu = device == "cpu" or not torch.cuda.is_available()
-    state = PartialState(cpu=cpu, timeout=timedelta(seconds=TIMEOUT_S))
-    return str(state.device)
 
 
 @contextlib.contextmanager
