@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -142,25 +143,37 @@ class Update:
         return time.perf_counter() - start
 
 
+def peak_rss_mib() -> float:
+    """This process's peak RSS: VmHWM, which starts afresh at exec (getrusage's ru_maxrss keeps the
+    parent's peak across fork + exec, so every child would report the parent's)."""
+    status = Path("/proc/self/status")
+    for line in status.read_text().splitlines() if status.exists() else ():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: an upper bound
+
+
 def child(env_key: str, model: str, arm: str, count: int) -> None:
     """One update of one arm in this process, then its peak RSS (MiB) on stdout as JSON."""
     torch.set_num_threads(1)
     trajectories = episodes(env_key, count)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with tempfile.TemporaryDirectory() as runs_dir:
-        Update(env_key, model, arm, trajectories, runs_dir).run()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"peak_rss_mib": peak, "before_mib": before}))
+        update = Update(env_key, model, arm, trajectories, runs_dir)
+        before = peak_rss_mib()
+        update.run()
+    print(json.dumps({"peak_rss_mib": peak_rss_mib(), "before_mib": before}))
 
 
-def peak_rss(env_key: str, model: str, arm: str, count: int) -> float:
+def peak_rss(env_key: str, model: str, arm: str, count: int) -> str:
+    """Peak RSS (MiB) of a child running one update of the arm, and (+) what the update added to it."""
     out = subprocess.run(
         [sys.executable, __file__, "--child", env_key, model, arm, "--episodes", str(count)],
         capture_output=True,
         text=True,
         check=True,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return f"{result['peak_rss_mib']:.0f} (+{result['peak_rss_mib'] - result['before_mib']:.0f})"
 
 
 def main() -> None:
@@ -181,7 +194,7 @@ def main() -> None:
         f"GRPO update (old log-probs + 2 epochs, batch_size 32, group 8) on {args.episodes} episodes, "
         f"median of {args.repeats} interleaved rounds, torch threads 1, load average {os.getloadavg()[0]:.2f}"
     )
-    header = f"{'env':<14} {'model':<6} {'turns':>5} {'arm':<30} {'rows/turns':>10} {'update s':>9} {'vs per-turn':>11} {'peak RSS MiB':>12}"
+    header = f"{'env':<14} {'model':<6} {'turns':>5} {'arm':<30} {'rows/turns':>10} {'update s':>9} {'vs per-turn':>11} {'peak RSS MiB (+update)':>22}"
     print(header)
     for env_key in args.envs:
         trajectories = episodes(env_key, args.episodes)
@@ -197,11 +210,11 @@ def main() -> None:
             median = {arm: statistics.median(values) for arm, values in times.items()}
             for arm in ARMS:
                 base = median["per-turn, episode minibatches" if "episode" in arm else "per-turn"]
-                rss = "" if args.no_rss else f"{peak_rss(env_key, model, arm, args.episodes):.0f}"
+                rss = "" if args.no_rss else peak_rss(env_key, model, arm, args.episodes)
                 packing = rows if ARMS[arm][0] else "1"
                 print(
                     f"{env_key:<14} {model:<6} {turns:>5} {arm:<30} {packing:>10} {median[arm]:>9.2f} "
-                    f"{base / median[arm]:>10.2f}x {rss:>12}",
+                    f"{base / median[arm]:>10.2f}x {rss:>22}",
                     flush=True,
                 )
 
