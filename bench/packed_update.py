@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import resource
 import statistics
 import subprocess
@@ -42,25 +43,32 @@ LLAMA_TEMPLATE = (
 )
 
 
-class LookThenExpert:
-    """`look` for the first `looks` turns, then the expert: RiverCrossing episodes of exactly 20 turns
-    (10 looks + the expert's 10 crossings), the length of its turn limit."""
+class LooksAndExpert:
+    """The expert's 10 crossings with 10 `look`s mixed in at places drawn from the episode's seed:
+    RiverCrossing episodes of exactly 20 turns (its turn limit) that differ from each other early
+    (all looks first would make the first 10 turns of many episodes the same token ids, which pack
+    across episodes and flatter packing)."""
 
-    name = "look-then-expert"
+    name = "looks-and-expert"
 
-    def __init__(self, looks: int = 10) -> None:
-        self.looks = looks
+    def __init__(self, looks: int = 10, crossings: int = 10) -> None:
+        self.looks, self.crossings = looks, crossings
 
     def act(self, conversations: Sequence[Any], episodes: Sequence[Any] | None = None) -> list[str]:
-        return [
-            "look" if len(e.actions) < self.looks else e.env.unwrapped.expert_action() for e in episodes or ()
-        ]
+        actions = []
+        for e in episodes or ():
+            plan = ["look"] * self.looks + ["expert"] * (self.crossings - 1)
+            random.Random(e.seed).shuffle(plan)
+            plan.append("expert")  # the last crossing ends the episode
+            step = plan[len(e.actions)]
+            actions.append("look" if step == "look" else e.env.unwrapped.expert_action())
+        return actions
 
 
 def episodes(env_key: str, count: int) -> list[turngym.Trajectory]:
     env_id = ENVS[env_key]
     if env_key == "river":
-        return turngym.rollout(env_id, LookThenExpert(), count, seed=0)
+        return turngym.rollout(env_id, LooksAndExpert(), count, seed=0)
     half = count // 2  # KeyDoor: expert (2-3 turns) and random (up to its 8-turn limit) episodes
     return turngym.rollout(env_id, ExpertAgent(), half, seed=0) + turngym.rollout(
         env_id, RandomAgent(), count - half, seed=1
@@ -183,6 +191,7 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
     parser.add_argument("--llama", action="store_true", help="also a 2 x 64 Llama with a Llama-3 template")
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS child processes")
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), help="(default: all)")
     parser.add_argument("--child", nargs=3, metavar=("ENV", "MODEL", "ARM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -201,15 +210,15 @@ def main() -> None:
         turns = sum(t.num_turns for t in trajectories)
         for model in models:
             with tempfile.TemporaryDirectory() as runs_dir:
-                updates = {arm: Update(env_key, model, arm, trajectories, runs_dir) for arm in ARMS}
-                times: dict[str, list[float]] = {arm: [] for arm in ARMS}
+                updates = {arm: Update(env_key, model, arm, trajectories, runs_dir) for arm in args.arms}
+                times: dict[str, list[float]] = {arm: [] for arm in args.arms}
                 for _ in range(args.repeats):
                     for arm, update in updates.items():
                         times[arm].append(update.run())
-                rows = rows_per_turn(updates["packed"].trainer, trajectories)
+                rows = rows_per_turn(next(iter(updates.values())).trainer, trajectories)
             median = {arm: statistics.median(values) for arm, values in times.items()}
-            for arm in ARMS:
-                base = median["per-turn, episode minibatches" if "episode" in arm else "per-turn"]
+            for arm in args.arms:
+                base = median.get("per-turn, episode minibatches" if "episode" in arm else "per-turn", 0.0)
                 rss = "" if args.no_rss else peak_rss(env_key, model, arm, args.episodes)
                 packing = rows if ARMS[arm][0] else "1"
                 print(

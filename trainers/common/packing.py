@@ -117,7 +117,8 @@ def pack_turns(
 
 
 def _hosts(sequences: Sequence[list[int]]) -> list[int]:
-    """For each sequence, the index of the longest-first sequence it is a prefix of (itself if none)."""
+    """For each sequence, the sequence whose row it is read from: the first, longest first, of those
+    that own a row and start with it (itself where none does, and it then owns a row)."""
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]), reverse=True)
     host = list(range(len(sequences)))
     owners: list[int] = []  # sequences that own a row, longest first
