@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import resource
 import statistics
 import subprocess
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,25 +43,32 @@ LLAMA_TEMPLATE = (
 )
 
 
-class LookThenExpert:
-    """`look` for the first `looks` turns, then the expert: RiverCrossing episodes of exactly 20 turns
-    (10 looks + the expert's 10 crossings), the length of its turn limit."""
+class LooksAndExpert:
+    """The expert's 10 crossings with 10 `look`s mixed in at places drawn from the episode's seed:
+    RiverCrossing episodes of exactly 20 turns (its turn limit) that differ from each other early
+    (all looks first would make the first 10 turns of many episodes the same token ids, which pack
+    across episodes and flatter packing)."""
 
-    name = "look-then-expert"
+    name = "looks-and-expert"
 
-    def __init__(self, looks: int = 10) -> None:
-        self.looks = looks
+    def __init__(self, looks: int = 10, crossings: int = 10) -> None:
+        self.looks, self.crossings = looks, crossings
 
     def act(self, conversations: Sequence[Any], episodes: Sequence[Any] | None = None) -> list[str]:
-        return [
-            "look" if len(e.actions) < self.looks else e.env.unwrapped.expert_action() for e in episodes or ()
-        ]
+        actions = []
+        for e in episodes or ():
+            plan = ["look"] * self.looks + ["expert"] * (self.crossings - 1)
+            random.Random(e.seed).shuffle(plan)
+            plan.append("expert")  # the last crossing ends the episode
+            step = plan[len(e.actions)]
+            actions.append("look" if step == "look" else e.env.unwrapped.expert_action())
+        return actions
 
 
 def episodes(env_key: str, count: int) -> list[turngym.Trajectory]:
     env_id = ENVS[env_key]
     if env_key == "river":
-        return turngym.rollout(env_id, LookThenExpert(), count, seed=0)
+        return turngym.rollout(env_id, LooksAndExpert(), count, seed=0)
     half = count // 2  # KeyDoor: expert (2-3 turns) and random (up to its 8-turn limit) episodes
     return turngym.rollout(env_id, ExpertAgent(), half, seed=0) + turngym.rollout(
         env_id, RandomAgent(), count - half, seed=1
@@ -142,25 +151,37 @@ class Update:
         return time.perf_counter() - start
 
 
+def peak_rss_mib() -> float:
+    """This process's peak RSS: VmHWM, which starts afresh at exec (getrusage's ru_maxrss keeps the
+    parent's peak across fork + exec, so every child would report the parent's)."""
+    status = Path("/proc/self/status")
+    for line in status.read_text().splitlines() if status.exists() else ():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: an upper bound
+
+
 def child(env_key: str, model: str, arm: str, count: int) -> None:
     """One update of one arm in this process, then its peak RSS (MiB) on stdout as JSON."""
     torch.set_num_threads(1)
     trajectories = episodes(env_key, count)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with tempfile.TemporaryDirectory() as runs_dir:
-        Update(env_key, model, arm, trajectories, runs_dir).run()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"peak_rss_mib": peak, "before_mib": before}))
+        update = Update(env_key, model, arm, trajectories, runs_dir)
+        before = peak_rss_mib()
+        update.run()
+    print(json.dumps({"peak_rss_mib": peak_rss_mib(), "before_mib": before}))
 
 
-def peak_rss(env_key: str, model: str, arm: str, count: int) -> float:
+def peak_rss(env_key: str, model: str, arm: str, count: int) -> str:
+    """Peak RSS (MiB) of a child running one update of the arm, and (+) what the update added to it."""
     out = subprocess.run(
         [sys.executable, __file__, "--child", env_key, model, arm, "--episodes", str(count)],
         capture_output=True,
         text=True,
         check=True,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return f"{result['peak_rss_mib']:.0f} (+{result['peak_rss_mib'] - result['before_mib']:.0f})"
 
 
 def main() -> None:
@@ -170,6 +191,7 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
     parser.add_argument("--llama", action="store_true", help="also a 2 x 64 Llama with a Llama-3 template")
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS child processes")
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), help="(default: all)")
     parser.add_argument("--child", nargs=3, metavar=("ENV", "MODEL", "ARM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -181,27 +203,27 @@ def main() -> None:
         f"GRPO update (old log-probs + 2 epochs, batch_size 32, group 8) on {args.episodes} episodes, "
         f"median of {args.repeats} interleaved rounds, torch threads 1, load average {os.getloadavg()[0]:.2f}"
     )
-    header = f"{'env':<14} {'model':<6} {'turns':>5} {'arm':<30} {'rows/turns':>10} {'update s':>9} {'vs per-turn':>11} {'peak RSS MiB':>12}"
+    header = f"{'env':<14} {'model':<6} {'turns':>5} {'arm':<30} {'rows/turns':>10} {'update s':>9} {'vs per-turn':>11} {'peak RSS MiB (+update)':>22}"
     print(header)
     for env_key in args.envs:
         trajectories = episodes(env_key, args.episodes)
         turns = sum(t.num_turns for t in trajectories)
         for model in models:
             with tempfile.TemporaryDirectory() as runs_dir:
-                updates = {arm: Update(env_key, model, arm, trajectories, runs_dir) for arm in ARMS}
-                times: dict[str, list[float]] = {arm: [] for arm in ARMS}
+                updates = {arm: Update(env_key, model, arm, trajectories, runs_dir) for arm in args.arms}
+                times: dict[str, list[float]] = {arm: [] for arm in args.arms}
                 for _ in range(args.repeats):
                     for arm, update in updates.items():
                         times[arm].append(update.run())
-                rows = rows_per_turn(updates["packed"].trainer, trajectories)
+                rows = rows_per_turn(next(iter(updates.values())).trainer, trajectories)
             median = {arm: statistics.median(values) for arm, values in times.items()}
-            for arm in ARMS:
-                base = median["per-turn, episode minibatches" if "episode" in arm else "per-turn"]
-                rss = "" if args.no_rss else f"{peak_rss(env_key, model, arm, args.episodes):.0f}"
+            for arm in args.arms:
+                base = median.get("per-turn, episode minibatches" if "episode" in arm else "per-turn", 0.0)
+                rss = "" if args.no_rss else peak_rss(env_key, model, arm, args.episodes)
                 packing = rows if ARMS[arm][0] else "1"
                 print(
                     f"{env_key:<14} {model:<6} {turns:>5} {arm:<30} {packing:>10} {median[arm]:>9.2f} "
-                    f"{base / median[arm]:>10.2f}x {rss:>12}",
+                    f"{base / median[arm]:>10.2f}x {rss:>22}",
                     flush=True,
                 )
 

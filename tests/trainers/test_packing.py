@@ -351,3 +351,11 @@ def test_episode_minibatches_hold_whole_episodes_and_each_pass_sees_every_turn_o
 def test_minibatch_episodes_must_not_be_negative():
     with pytest.raises(ConfigError, match="minibatch_episodes"):
         GRPOConfig(minibatch_episodes=-1)
+
+
+def test_no_turns_give_no_logprobs():
+    agent = tiny_agent(ENVS[0])
+    trainer = SimpleNamespace(config=GRPOConfig(), agent=agent, device="cpu")
+    assert Trainer.old_logprobs(trainer, [], [], []) == []
+    batch = pack_turns(agent, [], [])
+    assert turn_logprobs(agent.model, batch).shape == (0, 0)

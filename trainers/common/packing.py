@@ -87,7 +87,10 @@ def pack_turns(
     # rows longest first: a pass over a slice of them (`rows_per_pass`) pads little
     row_turns = sorted(dict.fromkeys(host), key=lambda h: len(sequences[h]), reverse=True)
     row_of = {h: r for r, h in enumerate(row_turns)}
-    input_ids, attention_mask, position_ids = agent._left_pad([sequences[h] for h in row_turns])
+    if row_turns:
+        input_ids, attention_mask, position_ids = agent._left_pad([sequences[h] for h in row_turns])
+    else:  # no turns (an iteration without any): no rows, and no log-probs to read
+        input_ids = attention_mask = position_ids = torch.zeros(0, 0, dtype=torch.long, device=agent.device)
     length = input_ids.shape[1]
     rows, positions, target_ids = [], [], []
     for i, h in enumerate(host):
@@ -114,7 +117,8 @@ def pack_turns(
 
 
 def _hosts(sequences: Sequence[list[int]]) -> list[int]:
-    """For each sequence, the index of the longest-first sequence it is a prefix of (itself if none)."""
+    """For each sequence, the sequence whose row it is read from: the first, longest first, of those
+    that own a row and start with it (itself where none does, and it then owns a row)."""
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]), reverse=True)
     host = list(range(len(sequences)))
     owners: list[int] = []  # sequences that own a row, longest first
@@ -138,7 +142,7 @@ def turn_logprobs(
     / T); T = 0 reads as 1), right-aligned as `batch.mask` marks them, 0 elsewhere; float32, with
     gradients unless called under `torch.no_grad()`. `rows_per_pass` splits the rows into passes of at
     most that many (one pass by default)."""
-    step = rows_per_pass or batch.num_rows
+    step = rows_per_pass or max(batch.num_rows, 1)
     flat = torch.zeros(batch.targets.shape[0], device=batch.targets.device)
     for start in range(0, batch.num_rows, step):
         chosen = (batch.rows >= start) & (batch.rows < start + step)
