@@ -1,7 +1,7 @@
 """Packed vs per-turn update step: one GRPO update (old log-probs + ppo_epochs passes of clipped-surrogate
 gradient steps, `GRPOTrainer.iteration` with its rollouts replaced by fixed episodes) with
 `pack_episodes` off and on, on RiverCrossing (20-turn episodes) and KeyDoor, for the TinyAgent (and a
-tiny Llama with a Llama-3-style chat template with --llama).
+tiny Llama with a Llama-3-style chat template with --models llama).
 
 The "full logits" arm is per-turn scoring with the LM head run over every position, as before
 (`token_logprobs`); every other arm computes logits at the action tokens only. Minibatches are drawn
@@ -11,7 +11,7 @@ episodes (`minibatch_episodes=2`: each episode one row when packed). Timings
 are interleaved (the arms take turns, `--repeats` rounds) and the median is reported, on one torch
 thread; peak RSS of each arm comes from a child process that runs that arm's update once.
 
-Run: python bench/packed_update.py [--llama]
+Run: python bench/packed_update.py [--models tiny llama]
 """
 
 from __future__ import annotations
@@ -189,7 +189,13 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
-    parser.add_argument("--llama", action="store_true", help="also a 2 x 64 Llama with a Llama-3 template")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["tiny"],
+        choices=["tiny", "llama"],
+        help="llama: 2 x 64, Llama-3 template",
+    )
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS child processes")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), help="(default: all)")
     parser.add_argument("--child", nargs=3, metavar=("ENV", "MODEL", "ARM"), help=argparse.SUPPRESS)
@@ -198,7 +204,6 @@ def main() -> None:
         child(*args.child, args.episodes)
         return
     torch.set_num_threads(1)
-    models = ["tiny", "llama"] if args.llama else ["tiny"]
     print(
         f"GRPO update (old log-probs + 2 epochs, batch_size 32, group 8) on {args.episodes} episodes, "
         f"median of {args.repeats} interleaved rounds, torch threads 1, load average {os.getloadavg()[0]:.2f}"
@@ -208,7 +213,7 @@ def main() -> None:
     for env_key in args.envs:
         trajectories = episodes(env_key, args.episodes)
         turns = sum(t.num_turns for t in trajectories)
-        for model in models:
+        for model in args.models:
             with tempfile.TemporaryDirectory() as runs_dir:
                 updates = {arm: Update(env_key, model, arm, trajectories, runs_dir) for arm in args.arms}
                 times: dict[str, list[float]] = {arm: [] for arm in args.arms}

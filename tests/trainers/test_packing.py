@@ -359,3 +359,42 @@ def test_no_turns_give_no_logprobs():
     assert Trainer.old_logprobs(trainer, [], [], []) == []
     batch = pack_turns(agent, [], [])
     assert turn_logprobs(agent.model, batch).shape == (0, 0)
+
+
+@pytest.mark.parametrize("algo", ["ppo", "grpo"])
+def test_ppo_and_grpo_train_on_whole_episode_minibatches(algo, tmp_path):
+    """An iteration with minibatch_episodes=2: every minibatch holds whole episodes, each one row."""
+    from conftest import register_chain3
+
+    from turngym.trainers import algorithm
+
+    config_class, trainer_class = algorithm(algo)
+    config = config_class(
+        env_id=register_chain3(),
+        runs_dir=str(tmp_path),
+        iterations=1,
+        rollout_episodes=4,
+        batch_size=4,
+        eval_episodes=2,
+        eval_at_start=False,
+        max_new_tokens=3,
+        tiny_layers=1,
+        tiny_embd=32,
+        tiny_heads=2,
+        tensorboard=False,
+        minibatch_episodes=2,
+        **({"group_size": 2} if algo == "grpo" else {"critic_width": 32}),
+    )
+    trainer = trainer_class(config)
+    seen = []
+    loss = trainer.update.loss
+
+    def spy(states, *args):
+        # as text + EOS (the untrained policy's sampled ids, cut at 3 tokens, re-render differently)
+        seen.append(pack_turns(trainer.agent, states, args[0]).num_rows)
+        return loss(states, *args)
+
+    trainer.update.loss = spy
+    metrics = trainer.train()[-1]
+    assert seen and max(seen) <= 2  # two whole episodes, one row each
+    assert np.isfinite(metrics["losses/policy"])
