@@ -3,7 +3,8 @@
 A multi-turn rollout asks the model about conversations that grow by one action and one
 observation per turn. `PrefixCache` keeps the keys and values of each conversation's last prompt
 and reply, and `decode` prefills only the tokens after the longest cached token prefix (the
-multi-turn trick of SGLang's radix cache and vLLM's automatic prefix caching). Each row stops at
+multi-turn trick of SGLang's radix cache and vLLM's automatic prefix caching). Within a call the
+batch's rows share one preallocated transformers `StaticCache`, written in place. Each row stops at
 EOS or at its first stop string, and the batch stops when every row has.
 
 The cached keys and values of a token prefix are a function of those tokens and the weights alone,
