@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import turngym  # noqa: E402
+from turngym.agents.decoding import prefill_groups  # noqa: E402
 from turngym.agents.hf import HFAgent  # noqa: E402
 from turngym.agents.prompting import prepare_conversation  # noqa: E402
 from turngym.agents.sampling import SamplingConfig, cut_at_stop  # noqa: E402
@@ -327,21 +328,24 @@ def test_cached_turns_equal_uncached_when_rows_share_a_cache_unevenly(batch_size
         batches = [[turn] for turn in turns]
     else:  # a staircase: call s asks for turn s - e of episode e
         batches = [[(e, k) for e, k in turns if e + k == s] for s in range(len(turns))]
-    calls = []
+    calls, prefill_passes = [], []
     decode = turngym.agents.hf.decode
 
     def spy(model, prompts, prefixes, **kwargs):
-        widths = []  # of the keys each forward pass attends to
+        widths = []  # of the keys each forward pass attends to, and its new tokens per row
         hook = model.register_forward_pre_hook(
-            lambda module, args, kw: widths.append(kw["attention_mask"].shape[1]), with_kwargs=True
+            lambda module, args, kw: widths.append((kw["attention_mask"].shape[1], kw["input_ids"].shape[1])),
+            with_kwargs=True,
         )
         try:
             return decode(model, prompts, prefixes, **kwargs)
         finally:
             hook.remove()
             calls.append([n for _, n in prefixes])
-            # as wide as the longest prompt (not the longest cached prefix plus the most new tokens)
-            assert widths[0] == max(len(p) for p in prompts)
+            prefill_passes.append(sum(tokens > 1 for _, tokens in widths))
+            widths = [width for width, _ in widths]
+            # at most as wide as the longest prompt (not the longest cached prefix plus the most new tokens)
+            assert widths[0] <= max(len(p) for p in prompts)
 
     turngym.agents.hf.decode = spy
     try:
@@ -361,8 +365,17 @@ def test_cached_turns_equal_uncached_when_rows_share_a_cache_unevenly(batch_size
         turngym.agents.hf.decode = decode
     reused = cached.token_counts["prompt"] - cached.token_counts["prefilled"]
     assert reused > cached.token_counts["prompt"] / (2 if max_context_tokens is None else 5)
-    if batch_size > 1:  # some batch mixed a row with no cached keys and rows with many
+    if batch_size > 1:  # some batch mixed a row with no cached keys and rows with many ...
         assert any(0 in reused and max(reused) > 80 for reused in calls)
+        assert max(prefill_passes) > 1  # ... and prefilled them in separate groups
+
+
+def test_prefill_groups_minimise_padded_tokens_plus_a_cost_per_pass():
+    assert prefill_groups([]) == []
+    assert prefill_groups([40, 40, 41, 45]) == [(0, 4)]  # padding 6 tokens: cheaper than a second pass
+    assert prefill_groups([3, 5, 8, 300, 310, 320]) == [(0, 3), (3, 6)]
+    assert prefill_groups([3, 5, 8, 300, 310, 320], pass_tokens=10_000) == [(0, 6)]
+    assert prefill_groups([1, 100, 200], pass_tokens=0) == [(0, 1), (1, 2), (2, 3)]
 
 
 def test_the_kv_cache_goes_by_the_name_the_model_takes():

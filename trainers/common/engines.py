@@ -34,12 +34,15 @@ import os
 import time
 import weakref
 from collections.abc import Hashable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from turngym.agents.prompting import parse_reply, react_stop
 from turngym.agents.sampling import Generation, SamplingConfig, cut_at_stop, stream_seed
 from turngym.errors import ConfigError
 from turngym.trainers.common.config import check_rollout_engine
+from turngym.trainers.common.distributed import rank as process_rank
+from turngym.trainers.common.distributed import world_size
 from turngym.types import Conversation
 
 if TYPE_CHECKING:
@@ -86,6 +89,22 @@ def base_weights(model: Any) -> dict[str, torch.Tensor]:
     return weights
 
 
+def save_model_folder(model: Any, weights: dict[str, torch.Tensor], folder: Path) -> None:
+    """`model`'s config (and generation config) and `weights` as a Hugging Face folder vLLM loads.
+    Written here rather than by `save_pretrained`, which writes nothing on a process of rank > 0
+    once torch.distributed is initialised (transformers' `should_save_on_this_rank`): under
+    `accelerate launch` every process starts its own engine from its own folder."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model.config.architectures = [type(model).__name__]  # what vLLM builds (save_pretrained sets it too)
+    model.config.save_pretrained(folder)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(folder)
+    tensors = {name: tensor.to("cpu").contiguous() for name, tensor in weights.items()}
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
 def sleep_mode_available() -> bool:
     from vllm.platforms import current_platform
 
@@ -126,7 +145,7 @@ class VLLMRolloutEngine:
         self.folder = private_folder(self, "turngym-vllm-engine-")
         base = self.folder / "base"
         model = policy.model.get_base_model() if self.lora else policy.model
-        model.save_pretrained(base, state_dict=base_weights(policy.model))
+        save_model_folder(model, base_weights(policy.model), base)
         policy.tokenizer.save_pretrained(base)
         engine_kwargs: dict[str, Any] = {"logprobs_mode": "processed_logprobs"}
         on_gpu = str(policy.device).startswith("cuda")
@@ -134,6 +153,17 @@ class VLLMRolloutEngine:
             engine_kwargs["gpu_memory_utilization"] = config.vllm_gpu_memory_utilization
         if config.vllm_sleep_mode:
             engine_kwargs["enable_sleep_mode"] = True
+        engine_seed = config.seed
+        if world_size() > 1:
+            # one engine per process of an `accelerate launch`, as TRL's colocate mode builds it
+            # (trl/generation/vllm_generation.py, `VLLMGeneration.__init__`): vLLM joins the launcher's
+            # ranks through RANK/LOCAL_RANK/WORLD_SIZE (`external_launcher`), each rank a replica
+            # (tensor parallel size 1) on its own device, seeded by its rank
+            os.environ.setdefault("LOCAL_RANK", str(process_rank()))
+            os.environ["RANK"] = str(process_rank())
+            os.environ["WORLD_SIZE"] = str(world_size())
+            engine_kwargs["distributed_executor_backend"] = "external_launcher"
+            engine_seed = config.seed + process_rank()
         rank = policy.model.peft_config["default"].r if self.lora else 0
         self.agent = VLLMAgent(
             base,
@@ -141,7 +171,7 @@ class VLLMRolloutEngine:
             react=policy.react,
             enable_lora=self.lora,
             max_lora_rank=min((r for r in LORA_RANKS if r >= rank), default=rank) if self.lora else 16,
-            seed=config.seed,
+            seed=engine_seed,
             dtype=DTYPES[config.precision],
             max_model_len=policy.max_context_tokens + config.max_new_tokens,
             enforce_eager=not on_gpu,  # CUDA graphs and compilation only pay off on a GPU
