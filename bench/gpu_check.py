@@ -12,7 +12,8 @@ Per shape and rollout engine (`hf`: transformers in this process; `vllm`: a vLLM
 fresh subprocess each (its GPU memory is freed at exit and its peak is its own):
 - rollout generated tokens/s and env steps/s on KeyDoor and WebShop at batch 64 and 256
   (`turngym.rollout`, one generation call per turn for all live episodes);
-- one GRPO iteration (`turngym train grpo` with `rollout_engine=` that engine), seconds;
+- one GRPO iteration (`turngym train grpo` with `rollout_engine=` that engine, in a process of its
+  own), seconds;
 - peak GPU memory: torch's peak in the worker and `nvidia-smi`'s device peak while it ran.
 
 Every measurement is one JSON line in `--out` as soon as it exists (a timeout loses nothing
@@ -47,7 +48,7 @@ SHAPES: dict[str, dict[str, Any]] = {
         num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True,
     ),
     "tiny": dict(  # --tiny: the same code path on CPU in seconds
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
         num_key_value_heads=1, vocab_size=2048, tie_word_embeddings=True,
     ),
 }  # fmt: skip
@@ -112,7 +113,8 @@ def gpu_peak_gib() -> float | None:
 
 
 def worker(args: argparse.Namespace) -> None:
-    """One (shape, engine): rollouts at each env and batch size, then one GRPO iteration."""
+    """One (shape, engine, part): `rollouts` at each env and batch size, or one `grpo` iteration (each
+    part in its own process, so the GRPO run's engine finds the GPU memory the rollouts' engine held)."""
     import torch
 
     import turngym
@@ -124,6 +126,9 @@ def worker(args: argparse.Namespace) -> None:
         record = {"shape": args.shape, "engine": args.engine, "device": device, **record}
         print("GPU_CHECK " + json.dumps(record), flush=True)
 
+    if args.part == "grpo":
+        emit({"step": "grpo", **grpo_iteration(args, folder, device)})
+        return
     started = time.perf_counter()
     agent = rollout_agent(args.engine, folder, device, args.max_new_tokens, args.shape == "tiny")
     emit({"step": "engine_start", "seconds": round(time.perf_counter() - started, 2)})
@@ -144,10 +149,6 @@ def worker(args: argparse.Namespace) -> None:
                     "torch_peak_gib": gpu_peak_gib(),
                 }
             )  # fmt: skip
-    del agent
-    if device == "cuda":
-        torch.cuda.empty_cache()
-    emit({"step": "grpo", **grpo_iteration(args, folder, device)})
 
 
 def grpo_iteration(args: argparse.Namespace, folder: Path, device: str) -> dict[str, Any]:
@@ -209,6 +210,24 @@ class DevicePeak:
         self._thread.join()
 
 
+def run_worker(command: list[str], seconds: float, record: Any) -> int:
+    """Run one worker for at most `seconds`, recording each measurement as it comes (a kill keeps
+    what was measured) with the device's peak memory so far; its exit code."""
+    with DevicePeak() as peak:
+        run = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=os.environ)
+        timer = threading.Timer(seconds, run.kill)
+        timer.start()
+        assert run.stdout is not None
+        for line in run.stdout:
+            if line.startswith("GPU_CHECK "):
+                entry = json.loads(line.removeprefix("GPU_CHECK "))
+                entry["device_peak_gib"] = None if peak.peak is None else round(peak.peak, 1)
+                record(entry)
+        code = run.wait()
+        timer.cancel()
+    return code
+
+
 def table(records: list[dict[str, Any]]) -> str:
     lines = [
         "| shape | engine | step | env | batch | tokens/s | env steps/s | seconds | torch peak GiB | device peak GiB |",
@@ -235,13 +254,13 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--grpo-episodes", type=int, default=None)
     parser.add_argument("--budget-s", type=float, default=450.0, help="no worker starts past this")
-    parser.add_argument("--worker", nargs=2, metavar=("SHAPE", "ENGINE"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=3, metavar=("SHAPE", "ENGINE", "PART"), help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.batches = args.batches or ([4, 8] if args.tiny else [64, 256])
     args.grpo_episodes = args.grpo_episodes or (8 if args.tiny else 64)
     if args.worker:
-        args.shape, args.engine = args.worker
+        args.shape, args.engine, args.part = args.worker
         worker(args)
         return
     deadline = time.monotonic() + args.budget_s
@@ -269,27 +288,40 @@ def main() -> None:
                 }
             )
             for engine in args.engines:
-                left = deadline - time.monotonic()
-                if left < 30:
-                    record({"shape": shape, "engine": engine, "step": "skipped", "why": "budget spent"})
-                    continue
-                command = [sys.executable, __file__, "--worker", shape, engine, "--folder", str(folder)]
-                command += ["--turns", str(args.turns), "--max-new-tokens", str(args.max_new_tokens)]
-                command += ["--grpo-episodes", str(args.grpo_episodes), "--batches", *map(str, args.batches)]
-                with DevicePeak() as peak:
-                    run = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=os.environ)
-                    timer = threading.Timer(left, run.kill)
-                    timer.start()
-                    assert run.stdout is not None
-                    for line in run.stdout:  # records as they come: a kill keeps what was measured
-                        if line.startswith("GPU_CHECK "):
-                            entry = json.loads(line.removeprefix("GPU_CHECK "))
-                            entry["device_peak_gib"] = None if peak.peak is None else round(peak.peak, 1)
-                            record(entry)
-                    code = run.wait()
-                    timer.cancel()
-                if code != 0:
-                    record({"shape": shape, "engine": engine, "step": "failed", "exit_code": code})
+                for part in ("rollouts", "grpo"):
+                    left = deadline - time.monotonic()
+                    if left < 30:
+                        record(
+                            {
+                                "shape": shape,
+                                "engine": engine,
+                                "step": f"{part} skipped",
+                                "why": "budget spent",
+                            }
+                        )
+                        continue
+                    command = [
+                        sys.executable,
+                        __file__,
+                        "--worker",
+                        shape,
+                        engine,
+                        part,
+                        "--folder",
+                        str(folder),
+                    ]
+                    command += ["--turns", str(args.turns), "--max-new-tokens", str(args.max_new_tokens)]
+                    command += [
+                        "--grpo-episodes",
+                        str(args.grpo_episodes),
+                        "--batches",
+                        *map(str, args.batches),
+                    ]
+                    code = run_worker(command, left, record)
+                    if code != 0:
+                        record(
+                            {"shape": shape, "engine": engine, "step": f"{part} failed", "exit_code": code}
+                        )
     out.with_suffix(".md").write_text(table(records) + "\n")
     print(table(records))
 

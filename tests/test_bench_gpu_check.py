@@ -40,4 +40,4 @@ def test_tiny_gpu_check_measures_every_step(tmp_path):
 
 def test_spent_budget_skips_the_workers(tmp_path):
     records = run(tmp_path, "--budget-s", "0")
-    assert [r["step"] for r in records] == ["build", "skipped"]
+    assert [r["step"] for r in records] == ["build", "rollouts skipped", "grpo skipped"]
