@@ -5,6 +5,7 @@ that registers it and the id: `my_module:my/Env-v0` or `path/to/file.py:my/Env-v
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
 import sys
@@ -754,4 +755,22 @@ def demo(
 
 
 def main() -> None:
-    app()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        app()
+        return
+    # One process of a multi-process launch that finished its run: run the Python exit handlers (the
+    # process group leaves, a vLLM engine shuts down, temporary folders go), then end without the
+    # interpreter's and C++'s teardown of torch.distributed objects, which now and then aborted a
+    # finished process ("terminate called without an active exception", SIGABRT) and so failed a
+    # finished run. A run that failed or was stopped exits as usual.
+    try:
+        app()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
