@@ -194,9 +194,17 @@ def save_tiny_llama(
     tokenizer over `env_id`'s text as a local HF folder and return its path: a stand-in for a
     pretrained model (`model=`, `--model`, LoRA on `q_proj`/`v_proj`) where tests and `--tiny`
     examples need one in seconds."""
-    torch = require("torch", "hf", "save_tiny_llama")
-    transformers = require("transformers", "hf", "save_tiny_llama")
     tokenizer = word_tokenizer(env_texts(env_id, 8))
+    return save_random_llama(tokenizer, folder, seed, hidden_size, layers, max_positions=512)
+
+
+def save_random_llama(
+    tokenizer: Any, folder: str | Path, seed: int, hidden_size: int, layers: int, max_positions: int
+) -> str:
+    """Save a random Llama sized to `tokenizer` (2 heads, `layers` blocks of `hidden_size`, weights
+    from `seed`) and the tokenizer as a local HF folder; return its path."""
+    torch = require("torch", "hf", "a random Llama")
+    transformers = require("transformers", "hf", "a random Llama")
     torch.manual_seed(seed)
     config = transformers.LlamaConfig(
         vocab_size=len(tokenizer),
@@ -205,7 +213,7 @@ def save_tiny_llama(
         num_hidden_layers=layers,
         num_attention_heads=2,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=max_positions,
         bos_token_id=tokenizer.eos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

@@ -610,10 +610,8 @@ def save_tiny_qwen(texts: Sequence[str], folder: str | Path, seed: int = 0, hidd
     special tokens and chat template (`trl.chat_template_utils.qwen3_chat_template`, which TRL knows:
     it parses tool calls from it) as a local HF folder, and return its path: a stand-in for a
     pretrained chat model in tests and `--tiny` examples (seconds on CPU, nothing downloaded)."""
-    torch = require("torch", "hf", "save_tiny_qwen")
-    transformers = require("transformers", "hf", "save_tiny_qwen")
     chat_templates = require("trl.chat_template_utils", "trl", "save_tiny_qwen")
-    from turngym.agents.tiny import word_tokenizer
+    from turngym.agents.tiny import save_random_llama, word_tokenizer
 
     def build(corpus: Sequence[str]) -> Any:
         tokenizer = word_tokenizer(corpus)
@@ -647,19 +645,4 @@ def save_tiny_qwen(texts: Sequence[str], folder: str | Path, seed: int = 0, hidd
         add_generation_prompt=True,
     )
     tokenizer = build([markup, *texts])
-    torch.manual_seed(seed)
-    config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    transformers.LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return save_random_llama(tokenizer, folder, seed, hidden_size, layers=1, max_positions=2048)
