@@ -171,12 +171,7 @@ class VLLMAgent:
                 f"load_weights takes plain checkpoint weights, got LoRA tensors ({lora_keys[0]}): merge "
                 "the adapter first (merge_and_unload) or save it and call set_lora(path)"
             )
-        tensors, seen = {}, set()
-        for name, tensor in items:
-            if tensor.data_ptr() in seen:  # tied weights (lm_head = embeddings): vLLM ties them itself
-                continue
-            seen.add(tensor.data_ptr())
-            tensors[name] = tensor.detach().to("cpu").contiguous()
+        tensors = {name: t.to("cpu").contiguous() for name, t in distinct_tensors(items).items()}
         folder = self._weights_folder()
         save_file(tensors, str(folder / "model.safetensors"))
         try:
@@ -201,3 +196,14 @@ def private_folder(owner: object, prefix: str) -> Path:
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     weakref.finalize(owner, shutil.rmtree, folder, True)
     return folder
+
+
+def distinct_tensors(items: Iterable[tuple[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """`(name, tensor)` pairs as a dict holding each tensor once, detached: of tied weights
+    (lm_head = embeddings) the first name only, since vLLM ties them again itself."""
+    tensors, seen = {}, set()
+    for name, tensor in items:
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            tensors[name] = tensor.detach()
+    return tensors

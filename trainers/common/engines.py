@@ -81,13 +81,9 @@ def base_weights(model: Any) -> dict[str, torch.Tensor]:
         state = {k.replace(".base_layer.", "."): v for k, v in state.items() if "lora_" not in k}
     else:
         state = model.state_dict()
-    weights, seen = {}, set()
-    for name, tensor in state.items():
-        if tensor.data_ptr() in seen:
-            continue
-        seen.add(tensor.data_ptr())
-        weights[name] = tensor.detach()
-    return weights
+    from turngym.agents.vllm import distinct_tensors
+
+    return distinct_tensors(state.items())
 
 
 def save_model_folder(model: Any, weights: dict[str, torch.Tensor], folder: Path) -> None:
