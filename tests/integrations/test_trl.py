@@ -222,11 +222,14 @@ def test_tool_env_trains_through_environment_factory_with_the_env_reward(tmp_pat
     ids = torch.tensor([prompt_ids + target])
     labels = torch.tensor([[-100] * len(prompt_ids) + target])
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-2)
-    for _ in range(50):
+    for _ in range(300):  # until the call is memorised: 50 fixed steps left a loss of 0.2 on some CPUs
         loss = model(input_ids=ids, labels=labels).loss
+        if loss.item() < 0.01:
+            break
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    assert loss.item() < 0.01, loss.item()
 
     trainer = GRPOTrainer(
         model=model,
