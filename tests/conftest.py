@@ -8,6 +8,11 @@ from typing import Any
 
 import pytest
 
+# pytest-xdist's workers inherit COLUMNS=80 from the controller; `turngym.cli`'s results console honours
+# COLUMNS, so the tables the tests read would be cut to 80 columns ("100.…"). Tests see what a pipe
+# or a file gets without xdist: COLUMNS unset (the console lays out for 200 columns off a terminal).
+os.environ.pop("COLUMNS", None)
+
 from turngym import TextEnv, parse_reset_options
 from turngym.envs.tools import sandbox
 

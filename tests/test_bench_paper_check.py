@@ -29,30 +29,47 @@ def run(tmp_path: Path, *extra: str) -> tuple[list[dict], str]:
 
 
 @pytest.mark.slow
-def test_tiny_paper_check_runs_every_arm(tmp_path):
-    records, table = run(tmp_path, "--runs-dir", str(tmp_path / "runs"))
-    for (comparison, env_id), arms in ARMS.items():
-        rows = [r for r in records if r.get("comparison") == comparison and r.get("env") == env_id]
-        assert [r["arm"] for r in rows if r["step"] == "arm"] == arms
-        for arm in arms:
-            (end,) = [r for r in rows if r["arm"] == arm and r["step"] == "arm"]
-            assert end["exit_code"] == 0, end.get("error")
-            evals = [r for r in rows if r["arm"] == arm and r["step"] == "eval"]
-            last = 2 if arm == "bc" else 1  # BC: 2 epochs; the others: 1 iteration
-            assert [e["iteration"] for e in evals] == list(range(last + 1)), evals
-            assert all(
-                0 <= e["ci_low"] <= e["success"] <= e["ci_high"] <= 1 and e["episodes"] == 4 for e in evals
-            )
-            if arm != "bc":  # 8 episodes of 3 turns at most, counted once
-                assert 8 <= evals[-1]["env_steps"] <= 24 and evals[0]["env_steps"] == 0
-            assert f"| {arm} |" in table
-        assert env_id.removeprefix("turngym/") in table
+def test_tiny_paper_check_runs_every_arm_of_archers_comparison(tmp_path):
+    """ArCHer's comparison end to end (BC, then three arms from it); GiGPO's comparison runs the same
+    `run_arm` path with GRPO commands (checked below without training: tests/test_bench_evidence.py
+    runs GRPO + GiGPO from the CLI end to end)."""
+    records, table = run(tmp_path, "--runs-dir", str(tmp_path / "runs"), "--comparisons", "archer")
+    ((comparison, env_id), arms), *_ = ARMS.items()
+    rows = [r for r in records if r.get("comparison") == comparison and r.get("env") == env_id]
+    assert [r["arm"] for r in rows if r["step"] == "arm"] == arms
+    for arm in arms:
+        (end,) = [r for r in rows if r["arm"] == arm and r["step"] == "arm"]
+        assert end["exit_code"] == 0, end.get("error")
+        evals = [r for r in rows if r["arm"] == arm and r["step"] == "eval"]
+        last = 2 if arm == "bc" else 1  # BC: 2 epochs; the others: 1 iteration
+        assert [e["iteration"] for e in evals] == list(range(last + 1)), evals
+        assert all(
+            0 <= e["ci_low"] <= e["success"] <= e["ci_high"] <= 1 and e["episodes"] == 4 for e in evals
+        )
+        if arm != "bc":  # 8 episodes of 3 turns at most, counted once
+            assert 8 <= evals[-1]["env_steps"] <= 24 and evals[0]["env_steps"] == 0
+        assert f"| {arm} |" in table
+    assert env_id.removeprefix("turngym/") in table
     config = (tmp_path / "runs" / "archer-archer-GuessMyCity-v0-s0" / "config.yaml").read_text()
     assert "init_from: " + str(tmp_path / "runs" / "archer-bc-GuessMyCity-v0-s0") in config
     assert "critic_backbone: pretrained" in config  # the paper's critic: a pretrained encoder
-    assert (
-        "credit: gigpo" in (tmp_path / "runs" / "gigpo-gigpo-HouseholdEasy-v0-s0" / "config.yaml").read_text()
-    )
+
+
+def test_gigpo_comparison_commands_differ_only_in_credit(monkeypatch):
+    """GiGPO's two arms are the same `turngym train grpo` but for the credit (and GiGPO's own keys)."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import paper_check
+
+    env_id = "turngym/HouseholdEasy-v0"
+    for size in paper_check.SIZES:
+        gigpo = paper_check.arm_settings("gigpo", "gigpo", env_id, size)
+        grpo = paper_check.arm_settings("gigpo", "grpo", env_id, size)
+        assert gigpo["credit"] == "gigpo" and grpo["credit"] == "outcome"
+        assert not any(k.startswith("gigpo_") for k in grpo)
+        shared = {k: v for k, v in gigpo.items() if k != "credit" and not k.startswith("gigpo_")}
+        assert {k: v for k, v in grpo.items() if k in shared} == shared
+        command = paper_check.train_command("grpo", env_id, gigpo)
+        assert command[3:6] == ["train", "grpo", env_id] and "credit=gigpo" in command
 
 
 def test_spent_budget_skips_every_arm(tmp_path):
