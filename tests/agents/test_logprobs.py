@@ -161,6 +161,42 @@ def test_passes_under_a_memory_bound_give_the_same_logprobs_and_gradients(agent,
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
 
 
+def test_a_row_longer_than_the_budget_runs_with_layer_checkpointing(agent, turns):
+    """A pass budget under one row's length: each row gets a pass of its own, run once through the body
+    with each layer checkpointed (its attention runs again in the backward pass, the body does not:
+    a split pass would be recomputed whole, holding every layer's activations at once), with the same
+    log-probs and gradients, and the model's switches as they were afterwards."""
+    from turngym.trainers.common import packing
+
+    batch = pack_turns(agent, [x.state for x in turns], [x.action for x in turns], pack=False)
+    one = turn_logprobs(agent.model, batch)
+    one.sum().backward()
+    one_grads = grads(agent.model)
+    agent.model.zero_grad()
+    switches = packing.layer_switches(agent.model)
+    assert switches and not any(m.gradient_checkpointing or m.training for m in switches)
+    shortest = int(batch.attention_mask.sum(-1).min())
+    memory_mb = (shortest - 1) * packing.activation_bytes_per_token(agent.model) / 2**20
+    assert len(packing._passes(batch, None, packing.pass_tokens(agent.model, memory_mb))) == batch.num_rows
+    body = agent.model.get_decoder()
+    bodies, attentions = [], []
+    handles = [
+        body.register_forward_hook(lambda *_: bodies.append(1)),
+        body.layers[0].self_attn.register_forward_hook(lambda *_: attentions.append(1)),
+    ]
+    try:
+        split = turn_logprobs(agent.model, batch, pass_mb=memory_mb)
+        split.sum().backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert len(bodies) == batch.num_rows and len(attentions) == 2 * batch.num_rows
+    torch.testing.assert_close(split, one, atol=1e-6, rtol=0)
+    for a, b in zip(grads(agent.model), one_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+    assert not any(m.gradient_checkpointing or m.training for m in switches)
+
+
 def test_pass_memory_mb_must_not_be_negative():
     with pytest.raises(turngym.ConfigError, match="pass_memory_mb"):
         BCConfig(pass_memory_mb=-1)

@@ -123,7 +123,9 @@ class TrainConfig:
     """Bound on the activations one forward pass with gradients keeps for the backward pass (estimated
     from the model's layers and widths): a minibatch whose rows need more is scored in several passes,
     each recomputed in the backward pass, so memory follows this and not batch_size x prompt length
-    (~+1/3 compute, only where a minibatch is split; same gradients). 0: one pass per minibatch."""
+    (~+1/3 compute, only where a minibatch is split; same gradients); a row longer than the bound runs
+    alone with each layer checkpointed (transformers models), which bounds it too. 0: one pass per
+    minibatch."""
     pack_episodes: bool = True
     """Score the turns of one episode in one forward pass where that is exact: a turn whose prompt +
     action token ids start a longer turn's prompt (the chat template keeps history as rendered, no

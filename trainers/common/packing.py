@@ -20,8 +20,10 @@ that used `token_logprobs(...)` and `action_mask[:, 1:]` read them unchanged."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -159,9 +161,12 @@ def turn_logprobs(
     pass of its own). With gradients and more than one pass, each pass keeps only its inputs and is
     recomputed in the backward pass (activation checkpointing), so that the activations held for
     the backward pass are one pass's, not the whole batch's (`TrainConfig.pass_memory_mb`); the
-    log-probs and gradients are the same."""
+    log-probs and gradients are the same. A row longer than the budget, alone in its pass, runs with
+    the model's per-layer checkpointing on (`layer_checkpointing`): it keeps each layer's input, not
+    every layer's activations, so the budget bounds it too."""
     flat = torch.zeros(batch.targets.shape[0], device=batch.targets.device)
-    passes = _passes(batch, rows_per_pass, pass_tokens(model, pass_mb) if pass_mb > 0 else None)
+    budget = pass_tokens(model, pass_mb) if pass_mb > 0 else None
+    passes = _passes(batch, rows_per_pass, budget)
     recompute = len(passes) > 1 and torch.is_grad_enabled()
     for start, end in passes:
         chosen = (batch.rows >= start) & (batch.rows < end)
@@ -177,12 +182,51 @@ def turn_logprobs(
             batch.positions[index] - cut,
             batch.targets[index],
         )
-        if recompute:
+        too_long = budget is not None and inputs[0].numel() > budget and torch.is_grad_enabled()
+        if too_long and (switches := layer_switches(model)):
+            with layer_checkpointing(switches):
+                taken = gathered_logprobs(model, *inputs, temperature)
+        elif recompute:
             taken = checkpoint(gathered_logprobs, model, *inputs, temperature, use_reentrant=False)
         else:
             taken = gathered_logprobs(model, *inputs, temperature)  # (n,)
         flat = flat.index_put((index,), taken)
     return torch.zeros(batch.mask.shape, device=flat.device).masked_scatter(batch.mask, flat)
+
+
+def layer_switches(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules of a transformers model that checkpoint their layers when their `gradient_checkpointing`
+    flag is on: the decoder layers (transformers 5's `GradientCheckpointingLayer`), or the model body
+    that loops over them (transformers 4); [] for a model without the switch (then a long row's pass is
+    recomputed whole, as any split pass)."""
+    return [m for m in model.modules() if isinstance(getattr(m, "gradient_checkpointing", None), bool)]
+
+
+@contextmanager
+def layer_checkpointing(switches: Sequence[torch.nn.Module]) -> Iterator[None]:
+    """Per-layer activation checkpointing (non-reentrant) for the forward passes inside: what
+    `gradient_checkpointing=true` turns on for a whole run, here for one pass. transformers checkpoints a
+    layer only where the flag is on and the layer is in training mode; the policy is scored in eval mode
+    (no dropout), so the switch modules alone (not their submodules: dropout stays off) read as training
+    for the pass. The recomputation in the backward pass runs inside each layer's own checkpoint, so the
+    flags need not stay on for it. Switches already on (`gradient_checkpointing=true`) are left as they are."""
+    saved = [
+        (m, m.gradient_checkpointing, m.training, getattr(m, "_gradient_checkpointing_func", None))
+        for m in switches
+    ]
+    try:
+        for m in switches:
+            if not m.gradient_checkpointing:
+                m._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
+                m.gradient_checkpointing, m.training = True, True
+        yield
+    finally:
+        for m, flag, training, func in saved:
+            m.gradient_checkpointing, m.training = flag, training
+            if func is None:
+                m.__dict__.pop("_gradient_checkpointing_func", None)
+            else:
+                m._gradient_checkpointing_func = func
 
 
 def pass_tokens(model: torch.nn.Module, memory_mb: float) -> int:
