@@ -13,7 +13,8 @@ Arms (`ARMS`; each at its trainer's defaults but for the learning rate, shared b
 - `ppo`: PPO with its turn-level critic;
 - `archer`: ArCHer with the paper's kind of critic, a pretrained LM body (`critic_model=` the policy's
   base model; the paper's is roberta-base, a download) fine-tuned with its heads as the official
-  trainer does (`critic_loss` with `detach_model=False`), official `critic_lr` 1e-5;
+  trainer does (`critic_loss` with `detach_model=False`), official `critic_lr` 1e-5, one critic-only
+  warm-up iteration (the official 20 of 2,000; the default 20 would outlast this budget);
 - `gigpo`, `spa`: GRPO with GiGPO's step groups / SPA-RL's progress rewards (`credit=`);
 - `agent_r`: Agent-R's reflection data, trained with SFT on revised trajectories.
 
@@ -61,7 +62,9 @@ TASK_KEYS = ("max_turns", "history_window", "max_new_tokens")
 ARMS: dict[str, tuple[str, dict[str, Any]]] = {
     "grpo": ("grpo", {"group_size": 4}),
     "ppo": ("ppo", {}),
-    "archer": ("archer", {"critic_model": "{model}", "critic_lr": 1e-5}),
+    # the official warm-up is 20 of 2,000 iterations: at this budget (~4 iterations) the default 20 would
+    # leave the policy untouched, a null by construction; 1 of ~4, as the demo's 3 of 12
+    "archer": ("archer", {"critic_model": "{model}", "critic_lr": 1e-5, "warmup_iterations": 1}),
     "gigpo": ("grpo", {"group_size": 4, "credit": "gigpo"}),
     "spa": ("grpo", {"group_size": 4, "credit": "spa"}),
     "agent_r": ("agent_r", {}),

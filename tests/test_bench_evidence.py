@@ -35,3 +35,16 @@ def test_tiny_evidence_table(tmp_path):
     again = bench(tmp_path)
     assert "train" not in " ".join(line for line in again.stdout.splitlines() if line.startswith("$"))
     assert len((tmp_path / "e.jsonl").read_text().splitlines()) == 2
+
+
+def test_archers_warm_up_ends_within_every_recipes_budget(monkeypatch):
+    """ArCHer trains only its critic for `warmup_iterations`; the arm's warm-up must end before the
+    budget can run out (at most max_turns steps per episode), or its row is BC's by construction."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import evidence
+
+    parser_defaults = {"env_steps": 400, "rollout_episodes": 16}  # main()'s defaults
+    warmup = evidence.ARMS["archer"][1]["warmup_iterations"]
+    for env, recipe in evidence.RECIPES.items():
+        fewest = parser_defaults["env_steps"] / (parser_defaults["rollout_episodes"] * recipe["max_turns"])
+        assert warmup < fewest, (env, warmup, fewest)
