@@ -35,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +245,20 @@ def run_worker(command: list[str], seconds: float, record: Any) -> int:
     return code
 
 
+def recorder(path: Path) -> tuple[list[dict[str, Any]], Callable[[dict[str, Any]], None]]:
+    """The records so far and the function that adds one: kept in the list, appended to the JSONL at
+    `path` at once (one flushed append per record: a timeout or crash loses nothing measured) and printed."""
+    writer = JsonlWriter(path)
+    records: list[dict[str, Any]] = []
+
+    def record(entry: dict[str, Any]) -> None:
+        records.append(entry)
+        writer.write(entry)
+        print(json.dumps(entry), flush=True)
+
+    return records, record
+
+
 def table(records: list[dict[str, Any]]) -> str:
     lines = [
         "| shape | engine | step | env | batch | tokens/s | env steps/s | seconds | torch peak GiB | device peak GiB |",
@@ -283,13 +297,7 @@ def main() -> None:
     deadline = time.monotonic() + args.budget_s
     shapes = args.shapes or (["tiny"] if args.tiny else ["qwen2.5-0.5b", "qwen2.5-1.5b"])
     out = Path(args.out)
-    writer = JsonlWriter(out)  # one flushed append per record: a timeout or crash loses nothing measured
-    records: list[dict[str, Any]] = []
-
-    def record(entry: dict[str, Any]) -> None:
-        records.append(entry)
-        writer.write(entry)
-        print(json.dumps(entry), flush=True)
+    records, record = recorder(out)
 
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         for shape in shapes:

@@ -45,9 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gpu_check import SHAPES, DevicePeak, build_model
-
-from turngym.storage import JsonlWriter
+from gpu_check import SHAPES, DevicePeak, build_model, recorder
 
 # GPT-2 (124M)'s sizes (config.json of openai-community/gpt2: 12 layers, 768 wide, 12 heads, 50,257
 # tokens), the policy of ArCHer's paper (`policy_lm: "gpt2"` in scripts/config/default.yaml)
@@ -336,13 +334,7 @@ def main() -> None:
     model = args.model or ("random" if size_name != "full" else "")
     deadline = time.monotonic() + args.budget_s
     out = Path(args.out)
-    writer = JsonlWriter(out)  # one flushed append per record: a timeout or crash loses nothing measured
-    records: list[dict[str, Any]] = []
-
-    def record(entry: dict[str, Any]) -> None:
-        records.append(entry)
-        writer.write(entry)
-        print(json.dumps(entry), flush=True)
+    records, record = recorder(out)
 
     root = Path(args.runs_dir or tempfile.mkdtemp(prefix="paper-check-"))
     try:
