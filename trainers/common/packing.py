@@ -168,6 +168,8 @@ def turn_logprobs(
     budget = pass_tokens(model, pass_mb) if pass_mb > 0 else None
     passes = _passes(batch, rows_per_pass, budget)
     recompute = len(passes) > 1 and torch.is_grad_enabled()
+    # the model's per-layer switches, for a row longer than the budget (alone in its pass)
+    switches = layer_switches(model) if budget is not None and torch.is_grad_enabled() else []
     for start, end in passes:
         chosen = (batch.rows >= start) & (batch.rows < end)
         index = chosen.nonzero().squeeze(-1)
@@ -182,8 +184,7 @@ def turn_logprobs(
             batch.positions[index] - cut,
             batch.targets[index],
         )
-        too_long = budget is not None and inputs[0].numel() > budget and torch.is_grad_enabled()
-        if too_long and (switches := layer_switches(model)):
+        if switches and inputs[0].numel() > budget:
             with layer_checkpointing(switches):
                 taken = gathered_logprobs(model, *inputs, temperature)
         elif recompute:
