@@ -218,7 +218,7 @@ def table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -237,7 +237,11 @@ def main() -> None:
     parser.add_argument(
         "--tiny", action="store_true", help="a tiny random Llama, 4 episodes: the pipeline only"
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     sys.stdout.reconfigure(line_buffering=True)
     if args.table_from:
         print(table(load(Path(args.table_from))))

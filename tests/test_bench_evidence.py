@@ -43,8 +43,8 @@ def test_archers_warm_up_ends_within_every_recipes_budget(monkeypatch):
     monkeypatch.syspath_prepend(str(SCRIPT.parent))
     import evidence
 
-    parser_defaults = {"env_steps": 400, "rollout_episodes": 16}  # main()'s defaults
+    defaults = evidence.build_parser().parse_args([])
     warmup = evidence.ARMS["archer"][1]["warmup_iterations"]
     for env, recipe in evidence.RECIPES.items():
-        fewest = parser_defaults["env_steps"] / (parser_defaults["rollout_episodes"] * recipe["max_turns"])
+        fewest = defaults.env_steps / (defaults.rollout_episodes * recipe["max_turns"])
         assert warmup < fewest, (env, warmup, fewest)
